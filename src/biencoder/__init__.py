@@ -1,0 +1,31 @@
+"""biencoder: train, evaluate, export, index and serve sentence-embedding models.
+
+The public names are imported lazily, so that the torch-free parts (the ONNX runtime, the
+similarity functions, the index) never pull in torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from biencoder.encoder import EncodeResult, SentenceEncoder
+    from biencoder.protocol import Encoder
+
+_LAZY = {
+    "SentenceEncoder": "biencoder.encoder",
+    "EncodeResult": "biencoder.encoder",
+    "Encoder": "biencoder.protocol",
+}
+
+__all__ = ["EncodeResult", "Encoder", "SentenceEncoder", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'biencoder' has no attribute {name!r}")
