@@ -1,0 +1,102 @@
+"""Reports of evaluation results: a markdown table, JSON, and a PNG chart comparing models.
+
+``results`` everywhere maps a model label (``base``, ``fine-tuned``) to a task name to that
+task's metrics (``{"scifact": {"ndcg@10": 0.64, ...}}``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from biencoder.atomic import atomic_file
+
+logger = logging.getLogger(__name__)
+
+Results = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+def _tasks_and_metrics(results: Results, shown: Mapping[str, Sequence[str]] | None) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    tasks = list(dict.fromkeys(task for by_task in results.values() for task in by_task))
+    for task in tasks:
+        names = (
+            list(shown[task])
+            if shown and task in shown
+            else list(dict.fromkeys(m for by_task in results.values() for m in by_task.get(task, {})))
+        )
+        rows += [(task, name) for name in names]
+    return rows
+
+
+def markdown_table(results: Results, shown: Mapping[str, Sequence[str]] | None = None) -> str:
+    """One row per (task, metric), one column per model; a change column when there are two models."""
+    models = list(results)
+    rows = _tasks_and_metrics(results, shown)
+    header = ["task", "metric", *models] + (["change"] if len(models) == 2 else [])
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
+    ]
+    for task, name in rows:
+        values = [results[m].get(task, {}).get(name) for m in models]
+        cells = [task, name, *("" if v is None else f"{v:.4f}" for v in values)]
+        if len(models) == 2:
+            a, b = values
+            cells.append("" if a is None or b is None else f"{b - a:+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def plot_comparison(
+    path: str | Path, results: Results, shown: Mapping[str, Sequence[str]] | None = None, title: str = ""
+) -> Path:
+    """A grouped bar chart (PNG): one group per (task, metric), one bar per model."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("the chart needs matplotlib: pip install 'biencoder[eval]'") from None
+    path = Path(path)
+    models = list(results)
+    rows = _tasks_and_metrics(results, shown)
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.5))
+    for j, model in enumerate(models):
+        xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(rows))]
+        ys = [results[model].get(task, {}).get(name, 0.0) for task, name in rows]
+        bars = ax.bar(xs, ys, width, label=model)
+        ax.bar_label(bars, labels=[f"{y:.3f}" for y in ys], fontsize=7, padding=2)
+    ax.set_xticks(range(len(rows)), [f"{task}\n{name}" for task, name in rows], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title(title or " vs ".join(models))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
