@@ -84,14 +84,17 @@ def plot_comparison(
     models = list(results)
     rows = _tasks_and_metrics(results, shown)
     width = 0.8 / max(len(models), 1)
+    lowest = 0.0
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4.5))
     for j, model in enumerate(models):
         xs = [i + (j - (len(models) - 1) / 2) * width for i in range(len(rows))]
         ys = [results[model].get(task, {}).get(name, 0.0) for task, name in rows]
+        lowest = min([lowest, *ys])
         bars = ax.bar(xs, ys, width, label=model)
         ax.bar_label(bars, labels=[f"{y:.3f}" for y in ys], fontsize=7, padding=2)
     ax.set_xticks(range(len(rows)), [f"{task}\n{name}" for task, name in rows], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(lowest - 0.05 if lowest < 0 else 0.0, 1.05)
+    ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_ylabel("score")
     ax.set_title(title or " vs ".join(models))
     ax.legend(loc="lower right")

@@ -1,0 +1,151 @@
+"""``biencoder evaluate`` and ``biencoder main`` end to end on the tiny model and small real subsets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biencoder.cli import main as cli_main
+from biencoder.evaluation.report import markdown_table, plot_comparison, read_json, write_json
+from biencoder.evaluation.suite import cached_results, fingerprint
+
+
+def test_markdown_table_has_a_change_column_for_two_models() -> None:
+    results = {"base": {"t": {"a": 0.5, "b": 0.25}}, "tuned": {"t": {"a": 0.75}}}
+    table = markdown_table(results, {"t": ["a", "b"]})
+    assert "| t | a | 0.5000 | 0.7500 | +0.2500 |" in table
+    assert "| t | b | 0.2500 |  |  |" in table
+    assert "change" not in markdown_table({"only": results["base"]})
+
+
+def test_json_and_chart_are_written(tmp_path: Path) -> None:
+    write_json(tmp_path / "r.json", {"x": 1})
+    assert read_json(tmp_path / "r.json") == {"x": 1}
+    (tmp_path / "bad.json").write_text("{\n oops")
+    with pytest.raises(ValueError, match=r"bad\.json:2"):
+        read_json(tmp_path / "bad.json")
+    png = plot_comparison(tmp_path / "c.png", {"a": {"t": {"m": 0.5}}, "b": {"t": {"m": -0.2}}})
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fingerprint_follows_contents_and_settings(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f.txt").write_text("one")
+    (tmp_path / "d" / "onnx").mkdir()
+    (tmp_path / "d" / "onnx" / "model.onnx").write_text("ignored")
+    first = fingerprint([tmp_path / "d"], {"limit": None})
+    (tmp_path / "d" / "onnx" / "model.onnx").write_text("changed, still ignored")
+    assert fingerprint([tmp_path / "d"], {"limit": None}) == first
+    assert fingerprint([tmp_path / "d"], {"limit": 5}) != first
+    (tmp_path / "d" / "f.txt").write_text("two")
+    assert fingerprint([tmp_path / "d"], {"limit": None}) != first
+    with pytest.raises(FileNotFoundError):
+        fingerprint([tmp_path / "absent"])
+
+
+def test_cached_results_compute_once(tmp_path: Path) -> None:
+    calls = []
+
+    def compute() -> dict[str, dict[str, float]]:
+        calls.append(1)
+        return {"t": {"m": 0.5}}
+
+    file = tmp_path / "cache" / "k.json"
+    assert cached_results(file, compute) == ({"t": {"m": 0.5}}, False)
+    assert cached_results(file, compute) == ({"t": {"m": 0.5}}, True)
+    assert cached_results(file, compute, use_cache=False)[1] is False
+    file.write_text("not json")
+    assert cached_results(file, compute) == ({"t": {"m": 0.5}}, False)
+    assert len(calls) == 3
+
+
+def test_evaluate_command_writes_metric_keys(
+    tiny_model_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report.json"
+    code = cli_main(
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model_dir),
+            "--ir",
+            str(data_dir / "scifact"),
+            "--sts",
+            str(data_dir / "stsb" / "sts-test.csv"),
+            "--task",
+            "trec-dl19",
+            "--data",
+            str(data_dir),
+            "--limit",
+            "8",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"scifact", "sts-test", "trec-dl19"}
+    assert {"ndcg@10", "mrr@10", "map@100", "recall@100"} <= set(report["results"]["scifact"])
+    assert set(report["results"]["sts-test"]) == {"pearson", "spearman"}
+    printed = capsys.readouterr().out
+    assert "| trec-dl19 | ndcg@10 |" in printed
+
+
+def test_evaluate_command_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli_main(["evaluate", "--model", "x"]) == 1
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--task", "scifact", "--data", str(tmp_path / "absent")]) == 1
+    assert "pass its location with --data" in capsys.readouterr().err
+
+
+def test_main_without_data_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["main", "--data", str(tmp_path / "absent"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err and "--data DIR" in err and "scifact/" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("biencoder.training")
+    args = [
+        "main",
+        "--data",
+        str(data_dir),
+        "--output",
+        str(tmp_path / "run"),
+        "--model",
+        str(tiny_model_dir),
+        "--max-steps",
+        "2",
+        "--limit",
+        "4",
+        "--max-seq-length",
+        "32",
+    ]
+    assert cli_main(args) == 0
+    run = tmp_path / "run"
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["results"]) == {"base", "fine-tuned"}
+    for model in ("base", "fine-tuned"):
+        assert set(report["results"][model]) == {"scifact", "trec-dl19", "stsb"}
+    assert report["quick_run"] is True and report["train_steps"] == 2
+    assert (run / "model" / "README.md").is_file() and (run / "model" / "modules.json").is_file()
+    assert "| scifact | ndcg@10 |" in (run / "report.md").read_text()
+    assert (run / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert not any("(cached)" in k for k in report["seconds"])
+    # The fine-tuned column is the trained model's: evaluating the saved model agrees.
+    from biencoder import SentenceEncoder
+    from biencoder.evaluation.tasks import TaskOptions, build_tasks
+
+    sts = build_tasks(["stsb"], data_dir, TaskOptions(limit=4))[0]
+    saved = sts(SentenceEncoder.load(run / "model", device="cpu"))
+    assert np.isclose(saved["spearman"], report["results"]["fine-tuned"]["stsb"]["spearman"], atol=1e-6)
+    # A second run reuses the base model's results.
+    assert cli_main(args) == 0
+    again = json.loads((run / "report.json").read_text())
+    assert any("(cached)" in k for k in again["seconds"])
+    assert again["results"]["base"] == report["results"]["base"]
