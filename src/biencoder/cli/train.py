@@ -1,0 +1,97 @@
+"""``biencoder train``: fine-tune a sentence encoder with MultipleNegativesRankingLoss (the card's recipe).
+
+Under ``torchrun --nproc_per_node N -m biencoder train ...`` each process trains on its share of
+every global batch, and the loss sees the embeddings of all processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="fine-tune a model on (anchor, positive) pairs", description=__doc__)
+    p.add_argument(
+        "--base",
+        "--base-model",
+        dest="base_model",
+        help="base model name or folder (default: sentence-transformers/all-MiniLM-L6-v2)",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        help="training data: a pair file (.jsonl/.csv/.tsv/.parquet), an "
+        "MS MARCO file or folder, a BEIR folder, a saved HF dataset; repeat for several (round-robin)",
+    )
+    p.add_argument(
+        "--output", "-o", dest="output_dir", help="output folder (model, README.md card, checkpoints)"
+    )
+    p.add_argument("--config", help="a TOML file of TrainConfig settings (top level or a [train] table)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after N steps (overrides --epochs)")
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--loss", choices=["mnrl", "cached_mnrl"])
+    p.add_argument("--mini-batch-size", type=int, help="cached_mnrl: rows per forward pass")
+    p.add_argument("--max-seq-length", type=int)
+    p.add_argument("--logging-steps", type=int)
+    p.add_argument("--save-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--skip-invalid", action="store_true", default=None, help="skip malformed rows (counted)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.set_defaults(func=run)
+
+
+_FIELDS = (
+    "base_model",
+    "output_dir",
+    "epochs",
+    "batch_size",
+    "max_steps",
+    "learning_rate",
+    "loss",
+    "mini_batch_size",
+    "max_seq_length",
+    "logging_steps",
+    "save_steps",
+    "seed",
+    "device",
+    "skip_invalid",
+)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from biencoder.training import TrainConfig
+
+    overrides = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
+    if args.data:
+        overrides["data"] = tuple(args.data)
+    if args.config:
+        return TrainConfig.from_toml(args.config, **overrides)
+    missing = [flag for flag, key in (("--data", "data"), ("--output", "output_dir")) if key not in overrides]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} required (or give them in --config)")
+    return TrainConfig.from_dict(overrides, "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from biencoder.training import train
+
+    config = build_config(args)
+    show = None if logging.getLogger("biencoder").isEnabledFor(logging.INFO) else False
+    result = train(config, resume=args.resume, show_progress=show)
+    last = result.log_history[-1]["loss"] if result.log_history else float("nan")
+    logger.info(
+        "trained %d steps in %.1f s (%.1f pairs/s); last logged loss %.4f; model in %s",
+        result.global_step,
+        result.seconds,
+        result.pairs_per_second,
+        last,
+        result.output_dir,
+    )
+    return 0

@@ -1,0 +1,256 @@
+"""Training pairs: (anchor, positive[, negative]) rows from .jsonl, .csv, .tsv and .parquet files.
+
+Columns are chosen by name when the file names them (``anchor/positive[/negative]``,
+``sentence_0/sentence_1[/sentence_2]``, ``query/passage[/negative]``), otherwise the first two
+or three columns are taken in order. A .tsv file has a header only when its first row holds
+such names (MS MARCO's ``triples.train.small.tsv`` has none); a .csv file always has one.
+
+A malformed row (too few fields, a missing column, an empty text) raises a
+:class:`DataFormatError` naming the file and line; with ``skip_invalid`` it is skipped instead
+and counted, and the count is logged.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from biencoder.data import DataFormatError
+
+logger = logging.getLogger(__name__)
+
+PAIR_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
+
+# Known column layouts, tried in order: (anchor, positive, optional negative).
+COLUMN_SETS: tuple[tuple[str, str, str], ...] = (
+    ("anchor", "positive", "negative"),
+    ("sentence_0", "sentence_1", "sentence_2"),
+    ("sentence1", "sentence2", "sentence3"),
+    ("query", "passage", "negative"),
+    ("query", "positive", "negative"),
+    ("question", "answer", "negative"),
+)
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass(frozen=True)
+class PairDataset:
+    """Aligned text columns of one training source; ``negatives`` is None for plain pairs."""
+
+    name: str
+    anchors: list[str]
+    positives: list[str]
+    negatives: list[str] | None = None
+    columns: tuple[str, ...] = ("sentence_0", "sentence_1")
+    skipped: int = 0
+    source: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.anchors) != len(self.positives):
+            raise ValueError(f"{self.name}: {len(self.anchors)} anchors but {len(self.positives)} positives")
+        if self.negatives is not None and len(self.negatives) != len(self.anchors):
+            raise ValueError(f"{self.name}: {len(self.anchors)} anchors but {len(self.negatives)} negatives")
+        if len(self.columns) != self.num_columns:
+            raise ValueError(f"{self.name}: {self.num_columns} text columns but names {self.columns}")
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    @property
+    def num_columns(self) -> int:
+        return 2 if self.negatives is None else 3
+
+    def column(self, index: int) -> list[str]:
+        cols = [self.anchors, self.positives] + ([self.negatives] if self.negatives is not None else [])
+        return cols[index]
+
+    def row(self, index: int) -> tuple[str, ...]:
+        return tuple(self.column(c)[index] for c in range(self.num_columns))
+
+
+class RowCollector:
+    """Accumulate validated rows; bad rows raise (file:line) or are counted when skipping."""
+
+    def __init__(self, path: Path | str, width: int, skip_invalid: bool) -> None:
+        self.path = path
+        self.width = width
+        self.skip_invalid = skip_invalid
+        self.columns: list[list[str]] = [[] for _ in range(width)]
+        self.skipped = 0
+
+    def add(self, line: int | str, values: Sequence[object], names: Sequence[str]) -> None:
+        problem = None
+        if len(values) < self.width:
+            problem = f"expected {self.width} fields ({', '.join(names[: self.width])}), found {len(values)}"
+        else:
+            for name, value in zip(names, values[: self.width], strict=False):
+                if value is None:
+                    problem = f"column {name!r} is missing"
+                elif not isinstance(value, str):
+                    problem = f"column {name!r} is a {type(value).__name__}, not a string"
+                elif not value.strip():
+                    problem = f"column {name!r} is empty"
+                if problem:
+                    break
+        if problem is not None:
+            if not self.skip_invalid:
+                raise DataFormatError(f"{self.path}:{line}: {problem} (skip such rows with skip_invalid)")
+            self.skipped += 1
+            return
+        for col, value in zip(self.columns, values, strict=False):
+            col.append(str(value))
+
+    def build(self, name: str, names: Sequence[str], source: str) -> PairDataset:
+        if self.skipped:
+            logger.warning("%s: skipped %d malformed rows", self.path, self.skipped)
+        if not self.columns[0]:
+            raise DataFormatError(f"{self.path}: no training pairs found")
+        return PairDataset(
+            name=name,
+            anchors=self.columns[0],
+            positives=self.columns[1],
+            negatives=self.columns[2] if self.width == 3 else None,
+            columns=tuple(names[: self.width]),
+            skipped=self.skipped,
+            source=source,
+        )
+
+
+def choose_columns(
+    path: Path | str, columns: Sequence[str], text_columns: Sequence[str] | None = None
+) -> list[str]:
+    """The 2 or 3 column names to read: a known layout, else the first two or three (text) columns."""
+    present = set(columns)
+    for anchor, positive, negative in COLUMN_SETS:
+        if anchor in present and positive in present:
+            return [anchor, positive] + ([negative] if negative in present else [])
+    usable = list(text_columns if text_columns is not None else columns)
+    if len(usable) < 2:
+        raise DataFormatError(
+            f"{path}: need two text columns (anchor, positive), found {list(columns)}; "
+            f"name them e.g. {', '.join(COLUMN_SETS[0][:2])}"
+        )
+    return usable[:3]
+
+
+def read_pairs(path: str | Path, skip_invalid: bool = False) -> PairDataset:
+    """Read a pair file (.jsonl, .csv, .tsv, .parquet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training data not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path, skip_invalid)
+    if suffix in (".csv", ".tsv"):
+        return _read_delimited(path, skip_invalid, suffix == ".tsv")
+    if suffix == ".parquet":
+        return _read_parquet(path, skip_invalid)
+    raise DataFormatError(
+        f"{path}: unsupported training file type {suffix!r}; expected {', '.join(PAIR_SUFFIXES)}"
+    )
+
+
+def _read_jsonl(path: Path, skip_invalid: bool) -> PairDataset:
+    collector: RowCollector | None = None
+    names: list[str] = []
+    for number, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if collector is not None and skip_invalid:
+                collector.skipped += 1
+                continue
+            raise DataFormatError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        if collector is None:
+            names = choose_columns(path, list(obj))
+            collector = RowCollector(path, len(names), skip_invalid)
+        collector.add(number, [obj.get(n) for n in names], names)
+    if collector is None:
+        raise DataFormatError(f"{path}: no training pairs found")
+    return collector.build(path.stem, names, str(path))
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            for number, line in enumerate(f, start=1):
+                yield number, line.rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+def _is_header(row: Sequence[str]) -> bool:
+    names = set(row)
+    return any(a in names and p in names for a, p, _ in COLUMN_SETS)
+
+
+def _read_delimited(path: Path, skip_invalid: bool, tab: bool) -> PairDataset:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if tab:
+                reader: Iterable[list[str]] = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.reader(f)
+            rows = iter(reader)
+            first = next(rows, None)
+            if first is None:
+                raise DataFormatError(f"{path}: the file is empty")
+            header = _is_header(first) or not tab
+            if header:
+                names = choose_columns(path, first)
+                indices = [first.index(n) for n in names]
+            else:
+                width = min(3, len(first))
+                names = [f"sentence_{i}" for i in range(max(width, 2))]
+                indices = list(range(len(names)))
+            collector = RowCollector(path, len(names), skip_invalid)
+            if not header:
+                collector.add(1, first[: len(names)], names)
+            for number, row in enumerate(rows, start=2):
+                if not row:
+                    continue
+                line = getattr(reader, "line_num", number)
+                values = [row[i] if i < len(row) else None for i in indices]
+                if any(v is None for v in values):
+                    values = values[: sum(v is not None for v in values)]
+                collector.add(line, values, names)
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    except csv.Error as exc:
+        raise DataFormatError(f"{path}: malformed {'TSV' if tab else 'CSV'} ({exc})") from None
+    return collector.build(path.stem, names, str(path))
+
+
+def _read_parquet(path: Path, skip_invalid: bool) -> PairDataset:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError("reading .parquet needs pyarrow: pip install 'biencoder[data]'") from exc
+    table = pq.read_table(path)
+    text_cols = [
+        f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+    ]
+    names = choose_columns(path, table.column_names, text_cols)
+    return rows_to_dataset(path, path.stem, names, [table.column(n).to_pylist() for n in names], skip_invalid)
+
+
+def rows_to_dataset(
+    path: Path | str, name: str, names: Sequence[str], columns: Sequence[Sequence[object]], skip_invalid: bool
+) -> PairDataset:
+    """Validate column-oriented data (parquet, a saved dataset); rows are numbered from 1."""
+    collector = RowCollector(path, len(names), skip_invalid)
+    for index, values in enumerate(zip(*columns, strict=True), start=1):
+        collector.add(f"row {index}", values, names)
+    return collector.build(name, names, str(path))

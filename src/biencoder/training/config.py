@@ -1,0 +1,149 @@
+"""TrainConfig: one frozen dataclass whose defaults are the model card's recipe.
+
+all-MiniLM-L6-v2, MultipleNegativesRankingLoss (scale 20, cosine), batch 64, 3 epochs, AdamW
+lr 5e-5 (betas 0.9/0.999, eps 1e-8, no weight decay), linear decay to 0 without warm-up,
+gradient norm clipped at 1, seed 42, round-robin across datasets, max_seq_length 256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOSSES = ("mnrl", "cached_mnrl")
+SCHEDULERS = ("linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+MULTI_DATASET_SAMPLERS = ("round_robin",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    data: tuple[str, ...] = field(
+        metadata={"help": "pair files, MS MARCO files/folders, BEIR folders, saved datasets"}
+    )
+    output_dir: str = field(metadata={"help": "where the trained model, its card and checkpoints go"})
+    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    epochs: int = 3
+    batch_size: int = 64
+    max_steps: int = -1  # > 0 overrides epochs
+    learning_rate: float = 5e-5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    warmup_steps: int = 0  # > 0 overrides warmup_ratio
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    loss: str = "mnrl"
+    scale: float = 20.0
+    similarity: str = "cosine"
+    mini_batch_size: int = 32  # cached_mnrl only
+    gather_across_devices: bool = True  # distributed only: each anchor sees the global batch
+    multi_dataset_sampler: str = "round_robin"
+    max_seq_length: int = 256
+    data_split: str = "train"  # split of BEIR / MS MARCO folders and saved DatasetDicts
+    skip_invalid: bool = False  # skip (and count) malformed rows instead of failing
+    logging_steps: int = 500
+    eval_steps: int | None = None
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    checkpoint_dir: str | None = None  # default: <output_dir>/checkpoints
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str | None = None  # default: cuda when available
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str | Path):
+            object.__setattr__(self, "data", (str(self.data),))
+        object.__setattr__(self, "data", tuple(str(d) for d in self.data))
+        if not self.data:
+            raise ValueError("data: give at least one training dataset")
+        if not str(self.output_dir):
+            raise ValueError("output_dir must not be empty")
+        positive = (
+            "epochs",
+            "batch_size",
+            "logging_steps",
+            "save_steps",
+            "max_seq_length",
+            "mini_batch_size",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (use epochs) or positive, got {self.max_steps}")
+        if self.eval_steps is not None and self.eval_steps <= 0:
+            raise ValueError(f"eval_steps must be positive or None, got {self.eval_steps}")
+        if self.save_total_limit is not None and self.save_total_limit <= 0:
+            raise ValueError(f"save_total_limit must be positive or None, got {self.save_total_limit}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.adam_epsilon > 0 or self.weight_decay < 0 or not self.max_grad_norm > 0:
+            raise ValueError("adam_epsilon and max_grad_norm must be positive and weight_decay >= 0")
+        if not 0.0 <= self.warmup_ratio < 1.0 or self.warmup_steps < 0:
+            raise ValueError(
+                f"warmup_ratio must be in [0, 1) and warmup_steps >= 0, got "
+                f"{self.warmup_ratio}, {self.warmup_steps}"
+            )
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+        choices = {
+            "loss": LOSSES,
+            "lr_scheduler": SCHEDULERS,
+            "precision": PRECISIONS,
+            "similarity": ("cosine", "dot"),
+            "multi_dataset_sampler": MULTI_DATASET_SAMPLERS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.output_dir) / "checkpoints"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["data"] = list(self.data)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if "data" in values:
+            data = values["data"]
+            values["data"] = (data,) if isinstance(data, str) else tuple(data)
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Settings from a TOML file (top level or a [train] table), then ``overrides``."""
+        path = Path(path)
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: invalid TOML ({exc})") from None
+        if isinstance(values.get("train"), dict):
+            values = values["train"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values, str(path))
+
+    def differences(self) -> dict[str, Any]:
+        """Settings that differ from the defaults (the card's recipe)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.default is not dataclasses.MISSING and getattr(self, f.name) != f.default:
+                out[f.name] = getattr(self, f.name)
+        return out

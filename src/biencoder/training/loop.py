@@ -1,0 +1,315 @@
+"""The training loop: read, tokenise once, then step through the batches sentence-transformers would feed.
+
+Per step: pad the batch from cached token ids, run the loss's forward+backward, average
+gradients across processes, clip to ``max_grad_norm``, AdamW step at the scheduled learning rate.
+Every ``logging_steps`` the mean loss is logged, every ``eval_steps`` the evaluators run, every
+``save_steps`` (and at the end) a checkpoint is written; the output folder gets the model, its
+card and a loss plot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from biencoder.data.sampling import Batch, epoch_batches
+from biencoder.data.sources import load_all
+from biencoder.encoder import SentenceEncoder
+from biencoder.evaluation.base import Evaluator
+from biencoder.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+from biencoder.training import checkpoint as ckpt
+from biencoder.training import distributed as dist
+from biencoder.training.batches import TokenizedDataset, collate, duplicate_texts, tokenize_datasets
+from biencoder.training.config import TrainConfig
+from biencoder.training.output import write_output
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    log_history: list[dict[str, float]]
+    eval_history: list[dict[str, float]]
+    seconds: float
+    global_step: int
+    step_losses: list[float] = field(default_factory=list)
+    pairs_seen: int = 0
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs_seen / self.seconds if self.seconds > 0 else 0.0
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str = "linear") -> float:
+    """The multiplier of the base learning rate at 0-based ``step`` (transformers' schedules)."""
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    if kind == "constant":
+        return 1.0
+    return max(0.0, float(total - step) / float(max(1, total - warmup)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW; as transformers does, biases and LayerNorm weights get no weight decay."""
+    no_decay: set[str] = set()
+    for name, module in model.named_modules():
+        for pname, _ in module.named_parameters(recurse=False):
+            if isinstance(module, torch.nn.LayerNorm) or pname == "bias":
+                no_decay.add(f"{name}.{pname}" if name else pname)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if n not in no_decay], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon
+    )
+
+
+def make_loss(config: TrainConfig, encoder: SentenceEncoder, gather: bool) -> MultipleNegativesRankingLoss:
+    if config.loss == "cached_mnrl":
+        return CachedMultipleNegativesRankingLoss(
+            encoder, config.scale, config.similarity, gather, mini_batch_size=config.mini_batch_size
+        )
+    return MultipleNegativesRankingLoss(encoder, config.scale, config.similarity, gather)
+
+
+class Plan:
+    """Which batch each process trains on at each global step."""
+
+    def __init__(self, config: TrainConfig, sizes: Sequence[int], world: dist.DistInfo) -> None:
+        self.config, self.sizes, self.world = config, list(sizes), world
+        n_batches = len(epoch_batches(sizes, config.batch_size, config.seed, 0))
+        self.steps_per_epoch = n_batches // world.world_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{n_batches} batches cannot feed {world.world_size} processes")
+        if n_batches % world.world_size:
+            logger.warning(
+                "the last %d batch(es) of each epoch are dropped: too few for all %d processes",
+                n_batches % world.world_size,
+                world.world_size,
+            )
+        self.total = config.max_steps if config.max_steps > 0 else config.epochs * self.steps_per_epoch
+        self._epoch, self._batches = -1, list[Batch]()
+
+    def batch(self, step: int) -> Batch:
+        epoch = step // self.steps_per_epoch
+        if epoch != self._epoch:
+            self._epoch, self._batches = (
+                epoch,
+                epoch_batches(self.sizes, self.config.batch_size, self.config.seed, epoch),
+            )
+        index = (step % self.steps_per_epoch) * self.world.world_size + self.world.rank
+        return self._batches[index]
+
+    def epoch_float(self, step: int) -> float:
+        return step / self.steps_per_epoch
+
+
+def train(
+    config: TrainConfig,
+    evaluators: Sequence[Evaluator] = (),
+    resume: bool = False,
+    show_progress: bool | None = None,
+) -> TrainResult:
+    """Run ``config`` and write the model, its card and its loss plot to ``config.output_dir``."""
+    world = dist.init_from_env(config.device)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world.enabled:
+        device = torch.device("cuda", world.local_rank)
+    seed_everything(config.seed)
+    datasets = load_all(config.data, config.data_split, config.skip_invalid)
+    start = _latest(config) if resume else None
+    encoder = SentenceEncoder.load(start / ckpt.MODEL_DIR if start else config.base_model, device=device)
+    encoder.max_seq_length = config.max_seq_length
+    tokenized = tokenize_datasets(encoder.transformer, datasets)
+    plan = Plan(config, [len(d) for d in datasets], world)
+    dist.broadcast_parameters(encoder)
+    optimizer = make_optimizer(config, encoder)
+    loss_fn = make_loss(config, encoder, gather=config.gather_across_devices and world.enabled)
+    state = ckpt.TrainState()
+    if start is not None:
+        payload = ckpt.load_checkpoint(start)
+        optimizer.load_state_dict(payload["optimizer"])
+        state = ckpt.restore_state(payload)
+        rngs = payload["rng"]
+        ckpt.set_rng_state(rngs[world.rank] if len(rngs) == world.world_size else rngs[0])
+        logger.info("resumed from %s at step %d of %d", start, state.step, plan.total)
+    elif resume:
+        logger.warning("--resume: no checkpoint in %s; starting from the beginning", config.checkpoints)
+    _run(config, encoder, tokenized, plan, optimizer, loss_fn, state, list(evaluators), world, show_progress)
+    elapsed = state.seconds
+    if world.is_main:
+        write_output(config, encoder, datasets, tokenized, state, loss_fn, evaluators)
+    dist.barrier()
+    return TrainResult(
+        output_dir=Path(config.output_dir),
+        log_history=state.log_history,
+        eval_history=state.eval_history,
+        seconds=elapsed,
+        global_step=state.step,
+        step_losses=state.step_losses,
+        pairs_seen=state.step * config.batch_size * world.world_size,
+    )
+
+
+def _latest(config: TrainConfig) -> Path | None:
+    ckpt.clean_partial(config.checkpoints)
+    found = ckpt.list_checkpoints(config.checkpoints)
+    return found[-1] if found else None
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda" and config.precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if config.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _progress(plan: Plan, state: ckpt.TrainState, show: bool | None, world: dist.DistInfo) -> Any:
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(
+        total=plan.total,
+        initial=state.step,
+        desc="Training",
+        unit="step",
+        disable=not show or not world.is_main,
+        dynamic_ncols=True,
+    )
+
+
+def _run(
+    config: TrainConfig,
+    encoder: SentenceEncoder,
+    data: list[TokenizedDataset],
+    plan: Plan,
+    optimizer: torch.optim.AdamW,
+    loss_fn: MultipleNegativesRankingLoss,
+    state: ckpt.TrainState,
+    evaluators: list[Evaluator],
+    world: dist.DistInfo,
+    show_progress: bool | None,
+) -> None:
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    warmup = config.warmup_steps or math.ceil(config.warmup_ratio * plan.total)
+    device = encoder.device
+    started = time.perf_counter()
+    seconds_before = state.seconds
+    encoder.train()
+    with _progress(plan, state, show_progress, world) as bar:
+        for step in range(state.step, plan.total):
+            batch = plan.batch(step)
+            duplicates = duplicate_texts(data, batch)
+            if duplicates:
+                state.duplicate_batches += 1
+                level = logging.INFO if state.duplicate_batches == 1 else logging.DEBUG
+                logger.log(
+                    level,
+                    "step %d: the batch holds %d duplicate texts (false in-batch negatives)",
+                    step + 1,
+                    duplicates,
+                )
+            features = collate(encoder.transformer, data, batch, device)
+            factor = lr_factor(step, plan.total, warmup, config.lr_scheduler)
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * factor
+            with _autocast(config, device):
+                loss = float(loss_fn.forward_backward(features).item())
+            dist.average_gradients(params, world.world_size)
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = dist.mean_across(loss) if world.enabled else loss
+            state.step = step + 1
+            state.step_losses.append(loss)
+            state.interval_loss += loss
+            state.interval_steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{plan.epoch_float(state.step):.2f}")
+            _after_step(
+                config,
+                encoder,
+                optimizer,
+                plan,
+                state,
+                evaluators,
+                world,
+                seconds_before + time.perf_counter() - started,
+            )
+    state.seconds = seconds_before + time.perf_counter() - started
+    if state.duplicate_batches:
+        logger.info("%d of %d batches held duplicate texts", state.duplicate_batches, state.step)
+
+
+def _after_step(
+    config: TrainConfig,
+    encoder: SentenceEncoder,
+    optimizer: torch.optim.AdamW,
+    plan: Plan,
+    state: ckpt.TrainState,
+    evaluators: list[Evaluator],
+    world: dist.DistInfo,
+    seconds: float,
+) -> None:
+    step, last = state.step, state.step == plan.total
+    epoch = round(plan.epoch_float(step), 4)
+    if step % config.logging_steps == 0 and state.interval_steps:
+        row = {"epoch": epoch, "step": step, "loss": round(state.interval_loss / state.interval_steps, 4)}
+        state.log_history.append(row)
+        state.interval_loss, state.interval_steps = 0.0, 0
+        logger.info("epoch %.4f step %d: loss %.4f", epoch, step, row["loss"])
+    if evaluators and ((config.eval_steps and step % config.eval_steps == 0) or last):
+        state.eval_history.append({"epoch": epoch, "step": step, **evaluate(encoder, evaluators, world)})
+        encoder.train()
+    if step % config.save_steps == 0 or last:
+        state.seconds = seconds
+        rngs = dist.gather_objects(ckpt.rng_state())
+        if world.is_main:
+            ckpt.save_checkpoint(
+                config.checkpoints,
+                step,
+                encoder,
+                optimizer,
+                state,
+                rngs,
+                config.to_dict(),
+                config.save_total_limit,
+            )
+        dist.barrier()
+
+
+def evaluate(
+    encoder: SentenceEncoder, evaluators: Sequence[Evaluator], world: dist.DistInfo
+) -> dict[str, float]:
+    """Run every evaluator (on the main process) and prefix its metrics with its name."""
+    metrics: dict[str, float] = {}
+    if world.is_main:
+        encoder.eval()
+        for evaluator in evaluators:
+            for name, value in evaluator(encoder).items():
+                metrics[f"{evaluator.name}_{name}"] = float(value)
+        logger.info("evaluation: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return dist.gather_objects(metrics)[0]
