@@ -1,8 +1,9 @@
 """Pooling: token embeddings [batch, seq, dim] -> one sentence embedding [batch, modes * dim].
 
 Every mode sentence-transformers supports; several modes are concatenated in its fixed order.
-Reads both config layouts (legacy ``pooling_mode_*`` booleans and the newer ``pooling_mode``)
-and writes the legacy one, which every sentence-transformers version loads.
+Reads both config layouts (legacy ``pooling_mode_*`` booleans, whose modes concatenate in a fixed
+order, and the newer ``pooling_mode`` list, in its own order). Writes the legacy layout, which every
+sentence-transformers version loads, unless the modes' order needs the newer one.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class PoolingMode(StrEnum):
     LAST_TOKEN = "lasttoken"
 
 
-# Concatenation order, and the legacy config key of each mode.
+# The legacy config key of each mode, in the legacy layout's concatenation order.
 _LEGACY_KEYS: dict[PoolingMode, str] = {
     PoolingMode.CLS: "pooling_mode_cls_token",
     PoolingMode.MAX: "pooling_mode_max_tokens",
@@ -49,8 +50,7 @@ def _parse_modes(modes: str | PoolingMode | list[str] | tuple[str, ...]) -> tupl
         except ValueError:
             valid = ", ".join(m.value for m in PoolingMode)
             raise ValueError(f"unknown pooling mode {item!r}; valid: {valid}") from None
-    order = list(_LEGACY_KEYS)
-    return tuple(sorted(set(parsed), key=order.index))
+    return tuple(dict.fromkeys(parsed))  # concatenated in the order given
 
 
 class Pooling(nn.Module):
@@ -114,6 +114,10 @@ class Pooling(nn.Module):
         return masked[torch.arange(tokens.shape[0], device=tokens.device), last]
 
     def config(self) -> dict[str, Any]:
+        canonical = tuple(m for m in _LEGACY_KEYS if m in self.modes)
+        if canonical != self.modes:
+            modes = [m.value for m in self.modes]
+            return {"embedding_dimension": self.dimension, "pooling_mode": modes, "include_prompt": self.include_prompt}
         cfg: dict[str, Any] = {"word_embedding_dimension": self.dimension}
         for mode, key in _LEGACY_KEYS.items():
             cfg[key] = mode in self.modes
