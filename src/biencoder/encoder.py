@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -140,8 +140,12 @@ class SentenceEncoder(nn.Module):
         single = isinstance(texts, str)
         result = self.encode_with_stats(texts, batch_size, normalize, show_progress, prompt)
         if result.num_truncated:
-            logger.info("%d of %d inputs were truncated to %d tokens", result.num_truncated,
-                        len(result.truncated), self.max_seq_length)
+            logger.info(
+                "%d of %d inputs were truncated to %d tokens",
+                result.num_truncated,
+                len(result.truncated),
+                self.max_seq_length,
+            )
         return result.embeddings[0] if single else result.embeddings
 
     @torch.inference_mode()
@@ -210,7 +214,9 @@ class SentenceEncoder(nn.Module):
             transformer = Transformer.load(path)
             modules = [transformer, Pooling(transformer.dimension, "mean")]
         else:
-            raise ModelFolderError(f"{path} is not a model folder: it has neither modules.json nor config.json")
+            raise ModelFolderError(
+                f"{path} is not a model folder: it has neither modules.json nor config.json"
+            )
         model = cls(modules, **cls._read_st_config(path))
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -227,8 +233,9 @@ class SentenceEncoder(nn.Module):
             kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
             if kind not in _MODULE_TYPES:
                 known = ", ".join(_MODULE_TYPES)
-                raise ModelFolderError(f"{modules_file}: unsupported module type {entry.get('type')!r}; "
-                                       f"supported: {known}")
+                raise ModelFolderError(
+                    f"{modules_file}: unsupported module type {entry.get('type')!r}; supported: {known}"
+                )
             modules.append(_MODULE_TYPES[kind].load(path / entry.get("path", "")))
         return modules
 
@@ -254,7 +261,7 @@ class SentenceEncoder(nn.Module):
         entries = []
         for idx, layer in enumerate(self.layers):
             sub = "" if idx == 0 else f"{idx}_{type(layer).__name__}"
-            layer.save(path / sub if sub else path)
+            cast(Any, layer).save(path / sub if sub else path)  # each module writes its own config
             entries.append({"idx": idx, "name": str(idx), "path": sub, "type": _SAVE_TYPES[type(layer)]})
         (path / "modules.json").write_text(json.dumps(entries, indent=2) + "\n")
         st_config = {

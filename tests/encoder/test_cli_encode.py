@@ -42,7 +42,9 @@ def write_input(folder: Path, kind: str) -> tuple[Path, list[str]]:
 def test_encode_formats_to_npy(kind: str, tiny_model_dir: Path, tmp_path: Path, expected: np.ndarray) -> None:
     path, extra = write_input(tmp_path, kind)
     out = tmp_path / "out.npy"
-    assert main(["-q", "encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(out), *extra]) == 0
+    assert (
+        main(["-q", "encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(out), *extra]) == 0
+    )
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
 
 
@@ -54,7 +56,9 @@ def test_encode_to_parquet(tiny_model_dir: Path, tmp_path: Path, expected: np.nd
     assert main(["-q", "encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(out)]) == 0
     table = pq.read_table(out)
     assert table.column("text").to_pylist() == TEXTS
-    np.testing.assert_allclose(np.array(table.column("embedding").to_pylist(), dtype=np.float32), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        np.array(table.column("embedding").to_pylist(), dtype=np.float32), expected, atol=1e-6
+    )
 
 
 def run_failing(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -66,7 +70,9 @@ def run_failing(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_missing_input_file(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.npy"
-    err = run_failing(["encode", "--model", str(tiny_model_dir), "-i", str(tmp_path / "nope.txt"), "-o", str(out)], capsys)
+    err = run_failing(
+        ["encode", "--model", str(tiny_model_dir), "-i", str(tmp_path / "nope.txt"), "-o", str(out)], capsys
+    )
     assert "input file not found" in err and "nope.txt" in err
     assert not out.exists()
 
@@ -74,12 +80,16 @@ def test_missing_input_file(tiny_model_dir: Path, tmp_path: Path, capsys: pytest
 def test_missing_column(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = write_input(tmp_path, "csv")
     out = tmp_path / "out.npy"
-    err = run_failing(["encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(out), "--column", "x"], capsys)
+    err = run_failing(
+        ["encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(out), "--column", "x"], capsys
+    )
     assert "no column 'x'" in err and "sentence" in err
     assert not out.exists()
 
 
-def test_malformed_jsonl_line_named(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_jsonl_line_named(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "fine"}\n{"text": broken\n')
     out = tmp_path / "out.npy"
@@ -88,24 +98,34 @@ def test_malformed_jsonl_line_named(tiny_model_dir: Path, tmp_path: Path, capsys
     assert not out.exists()
 
 
-def test_non_string_field_named(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_non_string_field_named(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "fine"}\n{"text": 42}\n')
-    err = run_failing(["encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(tmp_path / "o.npy")], capsys)
+    err = run_failing(
+        ["encode", "--model", str(tiny_model_dir), "-i", str(path), "-o", str(tmp_path / "o.npy")], capsys
+    )
     assert "bad.jsonl:2" in err and "int" in err
 
 
 def test_not_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = write_input(tmp_path, "txt")
     (tmp_path / "empty").mkdir()
-    err = run_failing(["encode", "--model", str(tmp_path / "empty"), "-i", str(path), "-o", str(tmp_path / "o.npy")], capsys)
+    err = run_failing(
+        ["encode", "--model", str(tmp_path / "empty"), "-i", str(path), "-o", str(tmp_path / "o.npy")], capsys
+    )
     assert "is not a model folder" in err
 
 
-def test_existing_output_survives_a_failure(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_existing_output_survives_a_failure(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out.npy"
     np.save(out, np.ones(3))
-    run_failing(["encode", "--model", str(tiny_model_dir), "-i", str(tmp_path / "nope.txt"), "-o", str(out)], capsys)
+    run_failing(
+        ["encode", "--model", str(tiny_model_dir), "-i", str(tmp_path / "nope.txt"), "-o", str(out)], capsys
+    )
     np.testing.assert_array_equal(np.load(out), np.ones(3))
 
 

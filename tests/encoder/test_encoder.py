@@ -101,7 +101,7 @@ def test_failed_save_keeps_previous_folder(tiny: SentenceEncoder, tmp_path: Path
 
 def test_folder_that_is_not_a_model(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(ModelFolderError, match="neither modules.json nor config.json"):
+    with pytest.raises(ModelFolderError, match=r"neither modules\.json nor config\.json"):
         SentenceEncoder.load(tmp_path)
 
 
@@ -110,7 +110,7 @@ def test_missing_weights_named(tiny_model_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(tiny_model_dir, broken)
     (broken / "model.safetensors").unlink()
     (broken / "pytorch_model.bin").write_bytes(b"not unpickled")
-    with pytest.raises(ModelFolderError, match=r"no model.safetensors .*pytorch_model.bin"):
+    with pytest.raises(ModelFolderError, match=r"no model\.safetensors .*pytorch_model\.bin"):
         SentenceEncoder.load(broken)
 
 

@@ -15,7 +15,16 @@ from biencoder import SentenceEncoder
 
 pytestmark = [pytest.mark.slow, pytest.mark.reference]
 TOL = 1e-5
-EDGE_CASES = ["", " ", "\t\n", "héllo wörld", "日本語のテキストです", "emoji 🤖🎉👩‍👩‍👧", "Ω≈ç√∫˜µ≤≥÷", "a" * 3000]
+EDGE_CASES = [
+    "",
+    " ",
+    "\t\n",
+    "héllo wörld",
+    "日本語のテキストです",
+    "emoji 🤖🎉👩‍👩‍👧",
+    "Ω≈ç√∫˜µ≤≥÷",
+    "a" * 3000,
+]
 
 
 def sts_sentences(data_dir: Path) -> list[str]:

@@ -84,7 +84,9 @@ def test_model_with_dense_layer_saved_by_reference(tiny_model_dir: Path, tmp_pat
     pooling = st.models.Pooling(32, pooling_mode="cls")
     torch.manual_seed(2)
     dense = st.models.Dense(32, 8)
-    reference = st.SentenceTransformer(modules=[transformer, pooling, dense, st.models.Normalize()], device="cpu")
+    reference = st.SentenceTransformer(
+        modules=[transformer, pooling, dense, st.models.Normalize()], device="cpu"
+    )
     reference.save(str(tmp_path / "dense"))
     ours = SentenceEncoder.load(tmp_path / "dense", device="cpu")
     assert ours.dimension == 8

@@ -11,8 +11,12 @@ logger = logging.getLogger(__name__)
 
 def register(sub: Any) -> None:
     p = sub.add_parser("encode", help="embed a file of texts", description=__doc__)
-    p.add_argument("--model", "-m", default="sentence-transformers/all-MiniLM-L6-v2", help="model name or folder")
-    p.add_argument("--input", "-i", required=True, help="texts: .txt (one a line), .jsonl, .csv, .tsv or .parquet")
+    p.add_argument(
+        "--model", "-m", default="sentence-transformers/all-MiniLM-L6-v2", help="model name or folder"
+    )
+    p.add_argument(
+        "--input", "-i", required=True, help="texts: .txt (one a line), .jsonl, .csv, .tsv or .parquet"
+    )
     p.add_argument("--output", "-o", required=True, help="embeddings: .npy or .parquet")
     p.add_argument("--field", "--column", dest="field", help="JSON field or table column (default: text)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -34,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     write_embeddings(args.output, result.embeddings, texts if args.output.endswith(".parquet") else None)
     logger.info(
         "wrote %d x %d embeddings to %s; %d of %d inputs were truncated to %d tokens",
-        *result.embeddings.shape, args.output, result.num_truncated, len(texts), model.max_seq_length,
+        *result.embeddings.shape,
+        args.output,
+        result.num_truncated,
+        len(texts),
+        model.max_seq_length,
     )
     return 0

@@ -65,7 +65,9 @@ def read_texts(path: str | Path, field: str | None = None) -> list[str]:
         return _read_delimited(path, field, "\t" if suffix == ".tsv" else ",")
     if suffix == ".parquet":
         return _read_parquet(path, field)
-    raise DataFormatError(f"{path}: unsupported input type {suffix!r}; expected one of {', '.join(TEXT_SUFFIXES)}")
+    raise DataFormatError(
+        f"{path}: unsupported input type {suffix!r}; expected one of {', '.join(TEXT_SUFFIXES)}"
+    )
 
 
 def _pick_column(path: Path, columns: list[str], field: str | None) -> str:
@@ -77,7 +79,9 @@ def _pick_column(path: Path, columns: list[str], field: str | None) -> str:
         return "text"
     if len(columns) == 1:
         return columns[0]
-    raise DataFormatError(f"{path}: {len(columns)} columns {columns} and none named 'text'; choose one with --column")
+    raise DataFormatError(
+        f"{path}: {len(columns)} columns {columns} and none named 'text'; choose one with --column"
+    )
 
 
 def _read_delimited(path: Path, field: str | None, delimiter: str) -> list[str]:
@@ -110,7 +114,9 @@ def _read_parquet(path: Path, field: str | None) -> list[str]:
     return values
 
 
-def write_embeddings(path: str | Path, embeddings: NDArray[np.float32], texts: list[str] | None = None) -> None:
+def write_embeddings(
+    path: str | Path, embeddings: NDArray[np.float32], texts: list[str] | None = None
+) -> None:
     """Write [n, dim] float32 to .npy, or to .parquet (columns ``text`` and ``embedding``), atomically."""
     path = Path(path)
     suffix = path.suffix.lower()

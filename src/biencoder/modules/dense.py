@@ -60,6 +60,8 @@ class Dense(nn.Module):
         weights = path / "model.safetensors"
         if not weights.is_file():
             raise ModelFolderError(f"Dense weights missing: {weights} (pytorch_model.bin is never unpickled)")
-        module = cls(cfg["in_features"], cfg["out_features"], cfg.get("bias", True), cfg.get("activation_function", ""))
+        module = cls(
+            cfg["in_features"], cfg["out_features"], cfg.get("bias", True), cfg.get("activation_function", "")
+        )
         module.load_state_dict(load_file(str(weights)))
         return module

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,5 +22,3 @@ class Normalize(nn.Module):
 
     def __repr__(self) -> str:
         return "Normalize()"
-
-

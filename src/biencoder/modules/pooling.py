@@ -117,7 +117,11 @@ class Pooling(nn.Module):
         canonical = tuple(m for m in _LEGACY_KEYS if m in self.modes)
         if canonical != self.modes:
             modes = [m.value for m in self.modes]
-            return {"embedding_dimension": self.dimension, "pooling_mode": modes, "include_prompt": self.include_prompt}
+            return {
+                "embedding_dimension": self.dimension,
+                "pooling_mode": modes,
+                "include_prompt": self.include_prompt,
+            }
         cfg: dict[str, Any] = {"word_embedding_dimension": self.dimension}
         for mode, key in _LEGACY_KEYS.items():
             cfg[key] = mode in self.modes

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from biencoder.modules.errors import ModelFolderError
 
@@ -45,8 +45,8 @@ class TokenizedTexts:
 class Transformer(nn.Module):
     def __init__(
         self,
-        model: nn.Module,
-        tokenizer: PreTrainedTokenizerFast,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerFast | Any,
         max_seq_length: int | None = None,
         do_lower_case: bool = False,
     ) -> None:
@@ -62,7 +62,9 @@ class Transformer(nn.Module):
         if max_seq_length <= 0:
             raise ValueError(f"max_seq_length must be positive, got {max_seq_length}")
         if limit is not None and max_seq_length > limit:
-            logger.warning("max_seq_length %d exceeds the model's %d positions; capped", max_seq_length, limit)
+            logger.warning(
+                "max_seq_length %d exceeds the model's %d positions; capped", max_seq_length, limit
+            )
             max_seq_length = limit
         self._max_seq_length = max_seq_length
         self._input_names = set(tokenizer.model_input_names)
@@ -88,7 +90,9 @@ class Transformer(nn.Module):
     def _make_backend(self) -> Tokenizer:
         backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
         backend.no_padding()
-        backend.enable_truncation(max_length=self._max_seq_length, strategy="longest_first", direction="right")
+        backend.enable_truncation(
+            max_length=self._max_seq_length, strategy="longest_first", direction="right"
+        )
         return backend
 
     # -- tokenisation ----------------------------------------------------------------------------
@@ -103,9 +107,11 @@ class Transformer(nn.Module):
             truncated=np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings)),
         )
 
-    def collate(self, tokens: TokenizedTexts, rows: Sequence[int] | None = None) -> dict[str, Tensor]:
+    def collate(
+        self, tokens: TokenizedTexts, rows: Sequence[int] | np.ndarray | None = None
+    ) -> dict[str, Tensor]:
         """Pad the chosen rows into int64 tensors [b, longest]."""
-        rows = range(len(tokens.ids)) if rows is None else rows
+        rows = range(len(tokens.ids)) if rows is None else [int(i) for i in rows]
         ids = [tokens.ids[i] for i in rows]
         width = max((len(x) for x in ids), default=0)
         input_ids = np.full((len(ids), width), self.tokenizer.pad_token_id or 0, dtype=np.int64)
