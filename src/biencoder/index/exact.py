@@ -61,11 +61,13 @@ def chunked_top_k(
     corpus_chunk_size: int = 50_000,
     query_chunk_size: int = 1024,
     valid: NDArray[np.bool_] | None = None,
+    check_dims: bool = True,
 ) -> tuple[Array, NDArray[np.int64]]:
     """The ``k`` best corpus rows for every query: (scores [q, k'], indices [q, k']), best first.
 
     ``k' = min(k, number of valid corpus rows)``. ``valid`` (a boolean mask over the corpus)
-    excludes rows, e.g. removed entries. Peak extra memory is about
+    excludes rows, e.g. removed entries. ``check_dims=False`` lets a custom ``score_fn`` take
+    queries and corpus rows of different widths (quantized codes). Peak extra memory is about
     ``query_chunk_size * (corpus_chunk_size + 2k)`` floats plus one corpus chunk.
     """
     check_chunk_size(k, "k")
@@ -73,7 +75,7 @@ def chunked_top_k(
     check_chunk_size(query_chunk_size, "query_chunk_size")
     if queries.ndim != 2 or corpus.ndim != 2:
         raise ValueError(f"queries and corpus must be 2-D, got shapes {queries.shape} and {corpus.shape}")
-    if queries.shape[1] != corpus.shape[1]:
+    if check_dims and queries.shape[1] != corpus.shape[1]:
         raise ValueError(
             f"dimension mismatch: queries have dimension {queries.shape[1]}, corpus {corpus.shape[1]}"
         )
@@ -94,7 +96,7 @@ def chunked_top_k(
         best_i = np.zeros((qe - qs, 0), dtype=np.int64)
         for cs in range(0, n, corpus_chunk_size):
             ce = min(cs + corpus_chunk_size, n)
-            cchunk = np.asarray(corpus[cs:ce], dtype=np.float32)  # reads one chunk of a memmap
+            cchunk = np.asarray(corpus[cs:ce])  # reads one chunk of a memmap; score_fn casts
             scores = np.asarray(score_fn(qchunk, cchunk), dtype=np.float32)  # [qc, cc]
             if valid is not None:
                 scores[:, ~valid[cs:ce]] = -np.inf

@@ -1,0 +1,266 @@
+"""``Index``: add vectors (or texts, with an encoder) under string ids, search them, save and load a folder.
+
+Exact search by chunked matrix products (memory bounded by the chunk size), or an HNSW graph;
+float32, int8 or binary vectors, quantized search rescored with the float32 vectors. Rows are
+never moved: ``remove`` marks a row dead, an ``add`` with an existing id replaces it (upsert).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from biencoder import similarity as sim
+from biencoder.index import scoring
+from biencoder.index.config import IndexConfig, IndexKind, SearchResult
+from biencoder.index.hnsw import Hnsw
+from biencoder.index.quantize import Quantization, int8_ranges, quantize_binary, quantize_int8
+from biencoder.protocol import Encoder
+
+logger = logging.getLogger(__name__)
+
+Array = NDArray[np.float32]
+
+
+def _is_texts(data: object) -> bool:
+    if isinstance(data, str):
+        return True
+    return isinstance(data, Sequence) and len(data) > 0 and isinstance(data[0], str)
+
+
+class Index:
+    """A searchable set of (id, vector) rows; see :class:`IndexConfig` for the choices."""
+
+    def __init__(
+        self,
+        dim: int | None = None,
+        *,
+        encoder: Encoder | None = None,
+        config: IndexConfig | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        if encoder is not None and dim is not None and dim != encoder.dimension:
+            raise ValueError(f"dimension mismatch: dim={dim} but the encoder gives {encoder.dimension}")
+        if dim is None and encoder is not None:
+            dim = encoder.dimension
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if config is None:
+            config = IndexConfig(metric=encoder.similarity_fn_name if encoder is not None else "cosine")
+        self.config = config
+        self.encoder = encoder
+        self.model_name = model_name
+        self._dim = dim
+        self._blocks: list[Any] = []  # float32 [m, dim] blocks; the first may be memory-mapped
+        self._codes: list[Any] = []  # int8 [m, dim] or packed bits [m, dim/8], if quantized
+        self._ranges: Array | None = None  # int8 [2, dim]
+        self._ids: list[str] = []
+        self._row: dict[str, int] = {}
+        self._alive = np.zeros(0, dtype=bool)
+        self._hnsw: Hnsw | None = None
+
+    # --- size and lookup -------------------------------------------------------------------
+    @property
+    def dim(self) -> int | None:
+        return self._dim
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def __contains__(self, item: object) -> bool:
+        return isinstance(item, str | int) and str(item) in self._row
+
+    @property
+    def ids(self) -> list[str]:
+        """Live ids in row order."""
+        return [self._ids[p] for p in np.flatnonzero(self._alive)]
+
+    def get(self, item: str | int) -> Array:
+        """The stored vector of one id (normalised for cosine)."""
+        pos = self._row.get(str(item))
+        if pos is None:
+            raise KeyError(f"id {item!r} is not in the index")
+        return scoring.gather_rows(self._blocks, np.array([pos]), self._need_dim())[0]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes of the float32 vectors and of the quantized codes (what a quantized search scans)."""
+        return {
+            "float32": sum(int(b.nbytes) for b in self._blocks),
+            "codes": sum(int(c.nbytes) for c in self._codes),
+        }
+
+    # --- changing the rows ---------------------------------------------------------------
+    def add(self, ids: str | int | Sequence[str | int], data: Any, *, batch_size: int = 32) -> None:
+        """Add rows: ``data`` is texts (encoded with the index's encoder) or embeddings [n, dim].
+
+        An id already present is replaced (upsert). Ids are strings; ints are converted.
+        """
+        id_list = [str(ids)] if isinstance(ids, str | int) else [str(i) for i in ids]
+        vectors = self._vectors_of(data, batch_size, "added data")
+        if len(id_list) != len(vectors):
+            raise ValueError(f"got {len(id_list)} ids but {len(vectors)} vectors")
+        if len(set(id_list)) != len(id_list):
+            dup = next(i for i in id_list if id_list.count(i) > 1)
+            raise ValueError(f"duplicate id {dup!r} within one add")
+        if not id_list:
+            return
+        replaced = [self._row[i] for i in id_list if i in self._row]
+        start = len(self._ids)
+        self._append_codes_and_graph(vectors)
+        if replaced:
+            self._alive[replaced] = False
+            logger.debug("upsert: %d ids replaced", len(replaced))
+        self._blocks.append(vectors)
+        self._ids.extend(id_list)
+        self._row.update({i: start + n for n, i in enumerate(id_list)})
+        self._alive = np.concatenate([self._alive, np.ones(len(id_list), dtype=bool)])
+
+    def remove(self, ids: str | int | Sequence[str | int]) -> None:
+        """Remove ids; all must be present (KeyError names those that are not)."""
+        id_list = [str(ids)] if isinstance(ids, str | int) else [str(i) for i in ids]
+        missing = [i for i in id_list if i not in self._row]
+        if missing:
+            raise KeyError(f"{len(missing)} ids not in the index, e.g. {missing[:5]}")
+        rows = [self._row.pop(i) for i in dict.fromkeys(id_list)]
+        self._alive[rows] = False
+
+    def calibrate(self, embeddings: Any) -> None:
+        """Set int8 ranges from representative embeddings before the first add (else the first batch)."""
+        if self._ids:
+            raise ValueError("calibrate before adding rows: the stored codes use the current ranges")
+        self._ranges = int8_ranges(self._prepare(embeddings, "calibration embeddings"))
+
+    def _append_codes_and_graph(self, vectors: Array) -> None:
+        quant = self.config.quant
+        codes: Any = None
+        if quant is Quantization.INT8:
+            if self._ranges is None:
+                if len(vectors) < 2:
+                    raise ValueError("int8 quantization calibrates on the first add: give it >= 2 vectors")
+                self._ranges = int8_ranges(vectors)
+            codes = quantize_int8(vectors, self._ranges)
+        elif quant is Quantization.BINARY:
+            codes = quantize_binary(vectors)
+        if self.config.index_kind is IndexKind.HNSW:
+            if self._hnsw is None:
+                c = self.config
+                self._hnsw = Hnsw.create(
+                    self._need_dim(), c.similarity, quant, c.connectivity, c.expansion_add
+                )
+            if self._hnsw.needs_training:
+                self._hnsw.train(vectors)
+            self._hnsw.add(codes if quant is Quantization.BINARY else vectors)
+        if codes is not None:
+            self._codes.append(codes)
+
+    # --- search ------------------------------------------------------------------------------
+    def search(
+        self, queries: Any, k: int = 10, *, rescore: bool = True, expansion_search: int | None = None
+    ) -> SearchResult:
+        """The ``k`` best live rows for each query (texts, with an encoder, or embeddings)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if len(self) == 0:
+            raise ValueError("the index is empty: add vectors before searching")
+        q = self._vectors_of([queries] if isinstance(queries, str) else queries, 32, "queries")
+        scores, positions = self.search_positions(q, k, rescore=rescore, expansion_search=expansion_search)
+        ids, out = [], []
+        for srow, prow in zip(scores, positions, strict=True):
+            ok = prow >= 0
+            ids.append([self._ids[p] for p in prow[ok]])
+            out.append([float(s) for s in srow[ok]])
+        return SearchResult(ids=ids, scores=out)
+
+    def search_positions(
+        self, q: Array, k: int, *, rescore: bool = True, expansion_search: int | None = None
+    ) -> tuple[Array, NDArray[np.int64]]:
+        """Prepared query vectors [q, dim] -> (scores, row positions) [q, <=k]; position -1: none."""
+        c, dim, quant = self.config, self._need_dim(), self.config.quant
+        k = min(k, len(self))
+        quantized = quant is not Quantization.NONE
+        fetch = k * c.rescore_multiplier if quantized and rescore else k
+        fetch = min(fetch, len(self))
+        if self._hnsw is not None:
+            graph_q: Any = quantize_binary(q) if quant is Quantization.BINARY else q
+            ef = expansion_search or c.expansion_search
+            scores, pos = self._hnsw.search(graph_q, fetch, ef, self._alive)
+        elif quantized:
+            qq = scoring.quantized_queries(q, quant, self._ranges, dim)
+            fn = scoring.quantized_score_fn(quant, dim)
+            scores, pos = scoring.top_k_over_blocks(
+                qq, self._codes, self._alive, fetch, fn, c.chunk_size, c.query_chunk_size, check_dims=False
+            )
+        else:
+            fn = scoring.float_score_fn(c.similarity)
+            return scoring.top_k_over_blocks(
+                q, self._blocks, self._alive, k, fn, c.chunk_size, c.query_chunk_size
+            )
+        if quantized and rescore:
+            return scoring.rescore(q, self._blocks, pos, c.similarity, k, dim, c.query_chunk_size)
+        return scores[:, :k], pos[:, :k]
+
+    # --- inputs ----------------------------------------------------------------------------
+    def _need_dim(self) -> int:
+        if self._dim is None:
+            raise ValueError("the index has no dimension yet: add vectors first")
+        return self._dim
+
+    def _vectors_of(self, data: Any, batch_size: int, what: str) -> Array:
+        if _is_texts(data):
+            if self.encoder is None:
+                raise ValueError(
+                    f"{what} are texts but the index has no encoder: pass encoder= or embeddings"
+                )
+            texts = [data] if isinstance(data, str) else list(data)
+            if not all(isinstance(t, str) for t in texts):
+                raise TypeError(f"{what}: mix of texts and non-texts")
+            data = self.encoder.encode(texts, batch_size=batch_size)
+        elif isinstance(data, Sequence) and len(data) == 0:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        return self._prepare(data, what)
+
+    def _prepare(self, data: Any, what: str) -> Array:
+        x = sim.as_matrix(data, what)
+        if self._dim is None:
+            self._dim = x.shape[1]
+        if x.shape[1] != self._dim:
+            raise ValueError(f"dimension mismatch: {what} have dimension {x.shape[1]}, the index {self._dim}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"{what} contain NaN or infinite values")
+        if self.config.similarity is sim.SimilarityFunction.COSINE:
+            x = sim.normalize(x)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    # --- persistence ---------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the index folder atomically (see :mod:`biencoder.index.storage`)."""
+        from biencoder.index.persist import save_index
+
+        save_index(self, Path(path))
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, encoder: Encoder | None = None, mmap: bool = True, verify: bool = False
+    ) -> Index:
+        """Open an index folder; vectors are memory-mapped unless ``mmap=False``; ``verify`` checks sha256."""
+        from biencoder.index.persist import load_index
+
+        return load_index(cls, Path(path), encoder=encoder, mmap=mmap, verify=verify)
+
+    def export_parquet(self, path: str | Path, *, batch_rows: int = 65_536) -> None:
+        """Live ids and vectors as Parquet (``id`` string, ``vector`` fixed-size list of float32)."""
+        from biencoder.index.persist import export_parquet
+
+        export_parquet(self, Path(path), batch_rows=batch_rows)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Index(dim={self._dim}, live={len(self)}, metric={c.metric}, kind={c.kind}, "
+            f"quantization={c.quantization})"
+        )
