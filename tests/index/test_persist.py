@@ -79,7 +79,7 @@ def test_damaged_folders_give_clear_errors(tmp_path: Path) -> None:
         Index.load(tmp_path / "nothing")
     manifest = (path / "manifest.json").read_text()
     (path / "manifest.json").unlink()
-    with pytest.raises(IndexFormatError, match="manifest.json is missing.*half-written"):
+    with pytest.raises(IndexFormatError, match=r"manifest.json is missing.*half-written"):
         Index.load(path)
     (path / "manifest.json").write_text(manifest[: len(manifest) // 2])
     with pytest.raises(IndexFormatError, match="corrupted manifest"):
@@ -105,7 +105,7 @@ def test_dimension_mismatch_with_the_encoder(tmp_path: Path, tiny_model_dir: Pat
 
     index, _ = _built(dim=16)
     index.save(tmp_path / "ix")
-    with pytest.raises(ValueError, match="holds 16-dimensional vectors.*encoder gives 32"):
+    with pytest.raises(ValueError, match=r"holds 16-dimensional vectors.*encoder gives 32"):
         Index.load(tmp_path / "ix", encoder=SentenceEncoder.load(tiny_model_dir, device="cpu"))
 
 
