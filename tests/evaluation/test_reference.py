@@ -1,13 +1,16 @@
 """The real MiniLM on real data against sentence-transformers' evaluators (slow).
 
-The full SciFact corpus takes minutes to encode on 2 cores, so its embeddings are cached in
-pytest's cache folder, keyed by the texts, the model's files and the encoder's source: the
-search, the metrics and the comparison run every time; a change in the encoder re-encodes.
+The full SciFact corpus takes 4-6 minutes to encode on 2 cores, more than this folder's CI
+budget, so its embeddings are cached in pytest's cache folder, keyed by the texts, the model's
+files and the encoder's source (the search, the metrics and the comparison run every time; a
+change in the encoder re-encodes). That test runs when the cache is warm or when
+BIENCODER_FULL_EVAL=1 is set (which fills the cache); otherwise it skips and says so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,15 @@ class CachingEncoder:
     def similarity(self, a: Any, b: Any) -> np.ndarray:
         return np.asarray(self.encoder.similarity(a, b))
 
+    def has(self, texts: Sequence[str]) -> bool:
+        return self._file(texts).is_file()
+
+    def _file(self, texts: Sequence[str]) -> Path:
+        digest = hashlib.sha256(self.key.encode())
+        for t in texts:
+            digest.update(t.encode() + b"\0")
+        return self.folder / f"{digest.hexdigest()[:24]}.npy"
+
     def encode(
         self,
         texts: Sequence[str],
@@ -52,10 +64,7 @@ class CachingEncoder:
         normalize: bool | None = None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        digest = hashlib.sha256(self.key.encode())
-        for t in texts:
-            digest.update(t.encode() + b"\0")
-        file = self.folder / f"{digest.hexdigest()[:24]}.npy"
+        file = self._file(texts)
         if file.is_file():
             self.hits += 1
             return np.load(file)
@@ -126,5 +135,9 @@ def test_stsb_test_equals_sentence_transformers(
 def test_scifact_test_ndcg_of_the_base_model(cached_minilm: CachingEncoder, data_dir: Path) -> None:
     ev = build_tasks(["scifact"], data_dir, TaskOptions())[0]
     assert len(ev.corpus) == 5183 and len(ev.query_ids) == 300  # type: ignore[attr-defined]
+    if not cached_minilm.has(list(ev.corpus.values())) and os.environ.get("BIENCODER_FULL_EVAL") != "1":  # type: ignore[attr-defined]
+        pytest.skip(
+            "encoding SciFact's 5,183 documents takes minutes: set BIENCODER_FULL_EVAL=1 to run it once"
+        )
     ours = ev(cached_minilm)
     assert ours["ndcg@10"] == pytest.approx(ST_SCIFACT_NDCG10, abs=1e-4)

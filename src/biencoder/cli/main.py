@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,40 +163,52 @@ def _from_history(
     return out if all(out.values()) else None
 
 
-def write_main_report(
-    output: Path,
-    base: dict[str, dict[str, float]],
-    tuned: dict[str, dict[str, float]],
-    args: argparse.Namespace,
-    result: Any,
-    seconds: dict[str, float],
-) -> list[Path]:
-    from biencoder.evaluation.report import markdown_table, plot_comparison, write_json
-    from biencoder.evaluation.tasks import TASKS
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run."""
+    from biencoder.resolve import BASE_MODEL
 
-    results = {"base": base, "fine-tuned": tuned}
-    shown = {t: list(TASKS[t].shown) for t in TASK_NAMES}
-    quick = args.limit is not None or args.max_steps > 0
-    command = "biencoder main " + shlex.join(
-        sys.argv[2:]
-        if len(sys.argv) > 2 and sys.argv[1] == "main"
-        else ["--data", str(args.data), "--output", str(args.output)]
-    )
-    targets = []
+    parts = ["--data", str(args.data), "--output", str(args.output)]
+    if str(args.model) != BASE_MODEL:
+        parts += ["--model", str(args.model)]
+    for flag, value in (
+        ("--max-steps", args.max_steps if args.max_steps > 0 else None),
+        ("--limit", args.limit),
+        ("--max-seq-length", args.max_seq_length),
+    ):
+        if value is not None:
+            parts += [flag, str(value)]
+    return "biencoder main " + shlex.join(parts)
+
+
+def _targets(tuned: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    rows = []
     for task, metrics in TARGETS.items():
         for metric, target in metrics.items():
             value = tuned.get(task, {}).get(metric)
-            reached = value is not None and value >= target
-            targets.append(
+            rows.append(
                 {
                     "task": task,
                     "metric": metric,
                     "target": target,
                     "value": value,
-                    "reached": reached,
+                    "reached": value is not None and value >= target,
                     "sentence_transformers": REFERENCE[task][metric],
                 }
             )
+    return rows
+
+
+def _markdown(
+    results: dict[str, Any],
+    shown: dict[str, list[str]],
+    targets: list[dict[str, Any]],
+    args: argparse.Namespace,
+    result: Any,
+    seconds: dict[str, float],
+    quick: bool,
+) -> str:
+    from biencoder.evaluation.report import markdown_table
+
     lines = [
         "# Fine-tuning all-MiniLM-L6-v2 on SciFact: base vs fine-tuned",
         "",
@@ -208,7 +219,7 @@ def write_main_report(
         + (f", stopped at --max-steps {args.max_steps}" if args.max_steps > 0 else ""),
         "- evaluation: SciFact test (BEIR), TREC DL19 passages on the mini corpus (relevant = grade >= 2; "
         "nDCG graded), STS Benchmark test",
-        f"- reproduce: `{command}`",
+        f"- reproduce: `{_command(args)}`",
     ]
     if quick:
         lines.append("- **quick run** (--limit / --max-steps): not comparable with published numbers")
@@ -221,9 +232,9 @@ def write_main_report(
         "|---|---|---:|---:|---:|---|",
     ]
     for t in targets:
-        shown_value = "" if t["value"] is None else f"{t['value']:.4f}"
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
         lines.append(
-            f"| {t['task']} | {t['metric']} | {t['target']:.3f} | {shown_value} | "
+            f"| {t['task']} | {t['metric']} | {t['target']:.3f} | {value} | "
             f"{t['sentence_transformers']:.4f} | {'yes' if t['reached'] else 'no'} |"
         )
     lines += [
@@ -235,11 +246,29 @@ def write_main_report(
         "![base vs fine-tuned](report.png)",
         "",
     ]
-    md = output / "report.md"
-    from biencoder.atomic import atomic_file
+    return "\n".join(lines)
 
+
+def write_main_report(
+    output: Path,
+    base: dict[str, dict[str, float]],
+    tuned: dict[str, dict[str, float]],
+    args: argparse.Namespace,
+    result: Any,
+    seconds: dict[str, float],
+) -> list[Path]:
+    """report.md, report.json and report.png in ``output``, each written atomically."""
+    from biencoder.atomic import atomic_file
+    from biencoder.evaluation.report import plot_comparison, write_json
+    from biencoder.evaluation.tasks import TASKS
+
+    results = {"base": base, "fine-tuned": tuned}
+    shown = {t: list(TASKS[t].shown) for t in TASK_NAMES}
+    quick = args.limit is not None or args.max_steps > 0
+    targets = _targets(tuned)
+    md = output / "report.md"
     with atomic_file(md) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+        tmp.write_text(_markdown(results, shown, targets, args, result, seconds, quick), encoding="utf-8")
     payload = {
         "base_model": str(args.model),
         "fine_tuned_model": str(result.output_dir),
@@ -248,7 +277,7 @@ def write_main_report(
         "quick_run": quick,
         "train_steps": result.global_step,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "command": command,
+        "command": _command(args),
     }
     js = write_json(output / "report.json", payload)
     png = plot_comparison(
