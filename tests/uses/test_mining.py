@@ -114,3 +114,16 @@ def test_a_row_whose_top_list_misses_itself_keeps_only_top_k() -> None:
     pairs = paraphrase_mining(emb, top_k=1, max_pairs=100)
     triple = [(i, j) for _, i, j in pairs if j < 3]
     assert triple == [(0, 1), (0, 2)]
+
+
+@pytest.mark.slow
+def test_real_model_on_quora_questions(data_dir: Path, minilm: object, st_minilm: object) -> None:
+    lines = (data_dir / "quora-duplicates" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in lines[1:151]]
+    texts = list(dict.fromkeys(t for r in rows for t in r[:2]))
+    ours = paraphrase_mining(minilm, texts, top_k=5, max_pairs=200)
+    ref = [
+        (float(s), int(i), int(j))
+        for s, i, j in st_util.paraphrase_mining(st_minilm, texts, top_k=5, max_pairs=200)
+    ]
+    _assert_same(ours, ref)

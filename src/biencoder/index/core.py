@@ -160,14 +160,20 @@ class Index:
 
     # --- search ------------------------------------------------------------------------------
     def search(
-        self, queries: Any, k: int = 10, *, rescore: bool = True, expansion_search: int | None = None
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        rescore: bool = True,
+        expansion_search: int | None = None,
+        batch_size: int = 32,
     ) -> SearchResult:
         """The ``k`` best live rows for each query (texts, with an encoder, or embeddings)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if len(self) == 0:
             raise ValueError("the index is empty: add vectors before searching")
-        q = self._vectors_of([queries] if isinstance(queries, str) else queries, 32, "queries")
+        q = self._vectors_of([queries] if isinstance(queries, str) else queries, batch_size, "queries")
         scores, positions = self.search_positions(q, k, rescore=rescore, expansion_search=expansion_search)
         ids, out = [], []
         for srow, prow in zip(scores, positions, strict=True):

@@ -1,0 +1,193 @@
+"""``biencoder index``: embed a corpus into an index folder; an interrupted build resumes.
+
+Embeddings are written in shards to ``<output>.partial/`` with a progress manifest; a rerun of
+the same command (same corpus file, model and settings) skips the finished shards. The index
+folder itself is assembled and written atomically at the end, then the work folder removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from biencoder.data import DataFormatError
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("index", help="build a search index from a corpus file", description=__doc__)
+    p.add_argument(
+        "--model", "-m", default="sentence-transformers/all-MiniLM-L6-v2", help="model name or folder"
+    )
+    p.add_argument(
+        "--corpus",
+        "-c",
+        required=True,
+        help="BEIR corpus.jsonl (_id, title, text), other .jsonl, .txt (one a line), .csv, .tsv or .parquet",
+    )
+    p.add_argument("--output", "-o", required=True, help="index folder to write")
+    p.add_argument("--field", help="text field or column (default: text)")
+    p.add_argument(
+        "--id-field", help="id field or column (default: _id or id if present, else the row number)"
+    )
+    p.add_argument("--kind", choices=["exact", "hnsw"], default="exact", help="exact search or an HNSW graph")
+    p.add_argument("--quantization", choices=["none", "int8", "binary"], default="none")
+    p.add_argument("--metric", help="cosine, dot, euclidean, manhattan (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-size", type=int, default=10_000, help="texts per resumable shard")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument(
+        "--restart", action="store_true", help="discard an unfinished build instead of resuming it"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from biencoder.encoder import SentenceEncoder
+    from biencoder.index import Index, IndexConfig
+
+    if args.shard_size < 1 or args.batch_size < 1:
+        raise ValueError("--shard-size and --batch-size must be positive")
+    corpus = Path(args.corpus)
+    output = Path(args.output)
+    ids, texts = read_corpus(corpus, args.field, args.id_field)
+    if not texts:
+        raise ValueError(f"{corpus}: no texts to index")
+    model_name = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
+    model = SentenceEncoder.load(args.model, device=args.device)
+    config = IndexConfig(
+        metric=args.metric or model.similarity_fn_name, kind=args.kind, quantization=args.quantization
+    )
+    work = output.with_name(output.name + ".partial")
+    progress = {
+        "corpus": str(corpus.resolve()),
+        "corpus_bytes": corpus.stat().st_size,
+        "corpus_mtime_ns": corpus.stat().st_mtime_ns,
+        "model": model_name,
+        "count": len(texts),
+        "shard_size": args.shard_size,
+        "dim": model.dimension,
+    }
+    _prepare_work(work, progress, args.restart)
+    _embed_shards(model, texts, work, args.shard_size, args.batch_size)
+    index = Index(model.dimension, config=config, model_name=model_name)
+    for n, start in enumerate(range(0, len(texts), args.shard_size)):
+        index.add(ids[start : start + args.shard_size], np.load(work / f"shard_{n:05d}.npy"))
+    index.save(output)
+    shutil.rmtree(work, ignore_errors=True)
+    logger.info("indexed %d texts from %s into %s (%s)", len(index), corpus, output, index)
+    return 0
+
+
+def _prepare_work(work: Path, progress: dict[str, Any], restart: bool) -> None:
+    manifest = work / "progress.json"
+    if work.exists() and not restart:
+        try:
+            previous = json.loads(manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous == progress:
+            done = len(list(work.glob("shard_*.npy")))
+            logger.info("resuming the build in %s: %d shards already done", work, done)
+            return
+        raise ValueError(
+            f"{work} holds an unfinished build of another corpus, model or shard size; "
+            "rerun with --restart to discard it"
+        )
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    from biencoder.atomic import atomic_file
+
+    with atomic_file(manifest) as tmp:
+        tmp.write_text(json.dumps(progress, indent=2) + "\n")
+
+
+def _embed_shards(model: Any, texts: list[str], work: Path, shard_size: int, batch_size: int) -> None:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from biencoder.atomic import atomic_file
+
+    starts = list(range(0, len(texts), shard_size))
+    todo = [n for n in range(len(starts)) if not (work / f"shard_{n:05d}.npy").is_file()]
+    done = len(texts) - sum(len(texts[starts[n] : starts[n] + shard_size]) for n in todo)
+    show = logger.isEnabledFor(logging.INFO)
+    with tqdm(total=len(texts), initial=done, desc="Indexing", unit="text", disable=not show) as bar:
+        for n in todo:
+            chunk = texts[starts[n] : starts[n] + shard_size]
+            emb = model.encode(chunk, batch_size=batch_size, normalize=None, show_progress=False)
+            with atomic_file(work / f"shard_{n:05d}.npy") as tmp, tmp.open("wb") as f:
+                np.save(f, np.asarray(emb, dtype=np.float32), allow_pickle=False)
+            bar.update(len(chunk))
+
+
+def read_corpus(path: Path, field: str | None, id_field: str | None) -> tuple[list[str], list[str]]:
+    """(ids, texts). BEIR corpus.jsonl: ``_id`` and title + " " + text; other files: a text column
+    and an id column (``--id-field``, else ``_id``/``id`` when present, else the row number)."""
+    from biencoder.data.beir import doc_text
+    from biencoder.data.texts import read_jsonl, read_texts
+
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        ids: list[str] = []
+        texts: list[str] = []
+        for number, obj in read_jsonl(path):
+            key = id_field or ("_id" if "_id" in obj else "id" if "id" in obj else None)
+            if id_field and id_field not in obj:
+                raise DataFormatError(f"{path}:{number}: missing id field {id_field!r}")
+            ids.append(str(obj[key]) if key else str(len(ids)))
+            if field is not None:
+                value = obj.get(field)
+                if not isinstance(value, str):
+                    raise DataFormatError(f"{path}:{number}: field {field!r} is missing or not a string")
+                texts.append(value)
+            else:
+                if not isinstance(obj.get("text"), str):
+                    raise DataFormatError(f"{path}:{number}: field 'text' is missing or not a string")
+                texts.append(doc_text(obj))
+    else:
+        texts = read_texts(path, field)
+        ids = _table_ids(path, id_field, len(texts))
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise DataFormatError(f"{path}: duplicate id {dup!r}")
+    return ids, texts
+
+
+def _table_ids(path: Path, id_field: str | None, n: int) -> list[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        if id_field:
+            raise ValueError("--id-field does not apply to .txt corpora (ids are row numbers)")
+        return [str(i) for i in range(n)]
+    columns = _columns(path)
+    key = id_field or next((c for c in ("_id", "id") if c in columns), None)
+    if key is None:
+        return [str(i) for i in range(n)]
+    if key not in columns:
+        raise DataFormatError(f"{path}: no id column {key!r}; columns are {columns}")
+    from biencoder.data.texts import read_texts
+
+    return [str(v) for v in read_texts(path, key)]
+
+
+def _columns(path: Path) -> list[str]:
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as f:
+        return next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
