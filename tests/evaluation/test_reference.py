@@ -96,7 +96,7 @@ def test_scifact_subset_equals_sentence_transformers(
 ) -> None:
     module = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation")
     full = RetrievalEvaluator.from_beir(data_dir / "scifact", "test", name="scifact")
-    ev = subset(full, full.query_ids[:60], extra_docs=300)
+    ev = subset(full, full.query_ids[:30], extra_docs=100)
     ours = ev(minilm)
     ks = [1, 3, 5, 10, 100]
     relevant = {q: set(ev.qrels[q]) for q in ev.query_ids}
