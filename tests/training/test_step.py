@@ -66,3 +66,27 @@ def test_one_step_matches_sentence_transformers(minilm_path: Path, data_dir: Pat
         assert torch.allclose(got[name], value, atol=1e-5, rtol=0), name
         moved += int(not torch.equal(value, before[name]))
     assert moved > 50  # the step really changed the weights that it compares
+
+
+def test_optimizer_is_bit_identical_to_torch_default_adamw(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Our AdamW (foreach kernels, decay groups) moves the weights exactly as torch's default AdamW."""
+    from biencoder.encoder import SentenceEncoder
+    from biencoder.training.loop import make_optimizer
+
+    config = TrainConfig(data=("x",), output_dir=str(tmp_path), weight_decay=0.01, learning_rate=1e-3)
+    ours, ref = (SentenceEncoder.load(tiny_model_dir, device="cpu") for _ in range(2))
+    no_decay = [p for n, p in ref.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in ref.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    reference = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3
+    )
+    optimizer = make_optimizer(config, ours)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
+            p.grad = torch.randn(p.shape, generator=generator)
+            q.grad = p.grad.clone()
+        optimizer.step()
+        reference.step()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q), name

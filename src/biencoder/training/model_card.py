@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from biencoder.training.card_text import CITATIONS, PLACEHOLDERS
+
 SIMILARITY_NAMES = {"cosine": "Cosine Similarity", "dot": "Dot Product"}
 ST_DOCS = "https://sbert.net/docs/package_reference/sentence_transformer/losses.html"
 
@@ -47,35 +49,6 @@ HF_DEFAULTS: dict[str, Any] = {
     "optim": "adamw_torch",
     "batch_sampler": "batch_sampler",
     "multi_dataset_batch_sampler": "proportional",
-}
-
-CITATIONS = {
-    "Sentence Transformers": """@inproceedings{reimers-2019-sentence-bert,
-    title = "Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks",
-    author = "Reimers, Nils and Gurevych, Iryna",
-    booktitle = "Proceedings of the 2019 Conference on Empirical Methods in Natural Language Processing",
-    month = "11",
-    year = "2019",
-    publisher = "Association for Computational Linguistics",
-    url = "https://arxiv.org/abs/1908.10084",
-}""",
-    "MultipleNegativesRankingLoss": """@misc{henderson2017efficient,
-    title={Efficient Natural Language Response Suggestion for Smart Reply},
-    author={Matthew Henderson and Rami Al-Rfou and Brian Strope and Yun-hsuan Sung and Laszlo Lukacs and """
-    """Ruiqi Guo and Sanjiv Kumar and Balint Miklos and Ray Kurzweil},
-    year={2017},
-    eprint={1705.00652},
-    archivePrefix={arXiv},
-    primaryClass={cs.CL}
-}""",
-    "CachedMultipleNegativesRankingLoss": """@misc{gao2021scaling,
-    title={Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup},
-    author={Luyu Gao and Yunyi Zhang and Jiawei Han and Jamie Callan},
-    year={2021},
-    eprint={2101.06983},
-    archivePrefix={arXiv},
-    primaryClass={cs.LG}
-}""",
 }
 
 
@@ -247,17 +220,22 @@ def usage(c: CardInputs) -> list[str]:
         "embeddings = model.encode(sentences)",
         "```",
         "",
-        "<!--\n### Out-of-Scope Use\n\n*List how the model may foreseeably be misused and address what users "
-        "ought not to do with the model.*\n-->",
-        "",
-        "<!--\n## Bias, Risks and Limitations\n\n*What are the known or foreseeable issues stemming "
-        "from this "
-        "model? You could also flag here known failure cases or weaknesses of the model.*\n-->",
-        "",
-        "<!--\n### Recommendations\n\n*What are recommendations with respect to the foreseeable issues? For "
-        "example, filtering explicit content.*\n-->",
-        "",
+        *_placeholder(
+            "### Direct Usage (Transformers)",
+            "<details><summary>Click to see the direct usage in Transformers</summary>\n\n</details>",
+        ),
+        *_placeholder(
+            "### Downstream Usage (Sentence Transformers)",
+            "You can finetune this model on your own dataset.\n\n"
+            "<details><summary>Click to expand</summary>\n\n</details>",
+        ),
+        *_placeholder("### Out-of-Scope Use", PLACEHOLDERS["out_of_scope"]),
     ]
+
+
+def _placeholder(heading: str, text: str) -> list[str]:
+    """A section left for the author, commented out as in the reference card."""
+    return ["<!--", heading, "", text, "-->", ""]
 
 
 def _dataset_section(d: DatasetCard, c: CardInputs) -> list[str]:
@@ -372,8 +350,14 @@ def citations(c: CardInputs) -> list[str]:
 
 
 def render_card(c: CardInputs) -> str:
-    body = model_details(c) + usage(c) + training_details(c) + framework_versions(c) + evaluation(c)
-    body += citations(c)
+    """The card, in the reference's section order (evaluation before training, as sentence-transformers)."""
+    body = model_details(c) + usage(c) + evaluation(c)
+    body += _placeholder("## Bias, Risks and Limitations", PLACEHOLDERS["bias"])
+    body += _placeholder("### Recommendations", PLACEHOLDERS["recommendations"])
+    body += training_details(c) + framework_versions(c) + citations(c)
+    body += _placeholder("## Glossary", PLACEHOLDERS["glossary"])
+    body += _placeholder("## Model Card Authors", PLACEHOLDERS["authors"])
+    body += _placeholder("## Model Card Contact", PLACEHOLDERS["contact"])
     return front_matter(c) + "\n\n" + "\n".join(body).rstrip() + "\n"
 
 
