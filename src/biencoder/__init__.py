@@ -1,4 +1,4 @@
-"""biencoder: train, evaluate, export, index and serve sentence-embedding models.
+"""biencoder: train, evaluate, export and index sentence-embedding models.
 
 The public names are imported lazily, so that the torch-free parts (the ONNX runtime, the
 similarity functions, the index) never pull in torch.

@@ -25,7 +25,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, TypeError, 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biencoder",
-        description="Train, evaluate, export, index and serve sentence-embedding models.",
+        description="Train, evaluate, export and index sentence-embedding models.",
     )
     parser.add_argument("--version", action="version", version=f"biencoder {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
