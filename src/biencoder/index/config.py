@@ -36,7 +36,8 @@ class IndexConfig:
     dot). ``quantization``: none, int8 or binary; quantized search is followed by rescoring the
     ``k * rescore_multiplier`` best candidates with the float32 vectors. ``chunk_size`` corpus
     rows and ``query_chunk_size`` queries make one matrix product in exact search: peak memory
-    is about ``4 * query_chunk_size * chunk_size`` bytes, whatever the corpus size.
+    is about ``16 * query_chunk_size * chunk_size`` bytes (128 MiB by default), whatever the
+    corpus size.
     ``connectivity`` (M), ``expansion_add`` (efConstruction), ``expansion_search`` (efSearch)
     tune the HNSW graph.
     """
@@ -45,7 +46,7 @@ class IndexConfig:
     kind: str = "exact"
     quantization: str = "none"
     rescore_multiplier: int = 4
-    chunk_size: int = 50_000
+    chunk_size: int = 32_768
     query_chunk_size: int = 256
     connectivity: int = 32
     expansion_add: int = 200

@@ -66,9 +66,11 @@ def chunked_top_k(
     """The ``k`` best corpus rows for every query: (scores [q, k'], indices [q, k']), best first.
 
     ``k' = min(k, number of valid corpus rows)``. ``valid`` (a boolean mask over the corpus)
-    excludes rows, e.g. removed entries. ``check_dims=False`` lets a custom ``score_fn`` take
+    excludes rows, e.g. removed entries; ``check_dims=False`` lets a custom ``score_fn`` take
     queries and corpus rows of different widths (quantized codes). Peak extra memory is about
-    ``query_chunk_size * (corpus_chunk_size + 2k)`` floats plus one corpus chunk.
+    ``16 * query_chunk_size * corpus_chunk_size`` bytes (the float32 scores of one chunk and
+    numpy's int64 partition of them), whatever the corpus size; a memory-mapped corpus is read
+    one chunk at a time.
     """
     check_chunk_size(k, "k")
     check_chunk_size(corpus_chunk_size, "corpus_chunk_size")
@@ -101,7 +103,10 @@ def chunked_top_k(
             if valid is not None:
                 scores[:, ~valid[cs:ce]] = -np.inf
             kk = min(k, ce - cs)
-            part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if ce - cs > kk else None
+            # the kk largest sit at the end after partitioning (no negated copy of the scores)
+            part = np.argpartition(scores, ce - cs - kk, axis=1)[:, ce - cs - kk :] if ce - cs > kk else None
+            if part is not None:
+                _lowest_index_ties(scores, part)
             if part is None:
                 cand_i = np.broadcast_to(np.arange(cs, ce, dtype=np.int64), scores.shape)
                 cand_s = scores
@@ -113,3 +118,19 @@ def chunked_top_k(
         out_scores[qs:qe] = best_s[:, :k]
         out_idx[qs:qe] = best_i[:, :k]
     return out_scores, out_idx
+
+
+def _lowest_index_ties(scores: Array, part: NDArray[np.intp]) -> None:
+    """Make ``part`` (the columns argpartition chose, per row) prefer lower columns among ties.
+
+    argpartition picks arbitrarily among values tied at the cut; rows where more columns hold
+    the cut value than were chosen are redone by hand, so results do not depend on chunking.
+    """
+    chosen = np.take_along_axis(scores, part, axis=1)  # [q, kk]
+    cut = chosen.min(axis=1, keepdims=True)  # [q, 1]
+    overflow = np.flatnonzero((scores == cut).sum(axis=1) > (chosen == cut).sum(axis=1))
+    kk = part.shape[1]
+    for r in overflow:
+        above = np.flatnonzero(scores[r] > cut[r, 0])
+        tied = np.flatnonzero(scores[r] == cut[r, 0])[: kk - len(above)]
+        part[r] = np.concatenate([above, tied])
