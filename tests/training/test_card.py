@@ -154,6 +154,8 @@ def test_training_logs_table_equals_the_log_history(run: tuple[TrainConfig, Trai
     config, result = run
     header_line = _card(config).split("### Training Logs\n", 1)[1].splitlines()[0]
     header = [c.strip() for c in header_line.strip("|").split("|")]
+    rule = _card(config).split("### Training Logs\n", 1)[1].splitlines()[1]
+    assert re.fullmatch(r"\|(:-+:\|)+", rule) and len(rule) == len(header_line)  # centred, as the reference
     assert header == ["Epoch", "Step", "Training Loss", "fake_calls", "fake_cosine"]
     by_step: dict[int, dict[str, float]] = {}
     for row in [*result.log_history, *result.eval_history]:

@@ -128,7 +128,7 @@ def _code(text: str) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], centered: bool = False) -> list[str]:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    align = [(":" + "-" * max(w - 2, 1) + ":") if centered else (":" + "-" * max(w - 1, 1)) for w in widths]
+    align = [":" + "-" * w + ":" if centered else ":" + "-" * (w + 1) for w in widths]  # as the reference
     out = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
         "|" + "|".join(a.ljust(w + 2, "-") for a, w in zip(align, widths, strict=True)) + "|",
