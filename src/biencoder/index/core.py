@@ -30,6 +30,8 @@ Array = NDArray[np.float32]
 def _is_texts(data: object) -> bool:
     if isinstance(data, str):
         return True
+    if isinstance(data, np.ndarray):
+        return data.dtype.kind in "UO" and data.size > 0 and isinstance(data.flat[0], str)
     return isinstance(data, Sequence) and len(data) > 0 and isinstance(data[0], str)
 
 
@@ -222,7 +224,11 @@ class Index:
                 raise ValueError(
                     f"{what} are texts but the index has no encoder: pass encoder= or embeddings"
                 )
-            texts = [data] if isinstance(data, str) else list(data)
+            texts = (
+                [data]
+                if isinstance(data, str)
+                else list(data.tolist() if isinstance(data, np.ndarray) else data)
+            )
             if not all(isinstance(t, str) for t in texts):
                 raise TypeError(f"{what}: mix of texts and non-texts")
             data = self.encoder.encode(texts, batch_size=batch_size)
