@@ -3,7 +3,7 @@
 faiss rather than usearch, measured on this project's machine (100,000 random unit vectors of
 dim 384, 2 threads, M=16, efConstruction=128): faiss built the graph in 23.6 s against
 usearch's 67.3 s and answered a query in 0.24-1.7 ms against 0.9-5.5 ms at the same recall
-(benchmarks/search.py --compare-libraries repeats this). faiss has no removal from an HNSW
+(`benchmarks/search.py --sections libraries` repeats this). faiss has no removal from an HNSW
 graph, so removed rows stay in it as tombstones and are filtered out during the search itself
 (an ``IDSelectorBitmap``), which keeps k results without over-fetching.
 
