@@ -12,15 +12,17 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from biencoder.encoder import EncodeResult, SentenceEncoder
+    from biencoder.loading import load_encoder
     from biencoder.protocol import Encoder
 
 _LAZY = {
     "SentenceEncoder": "biencoder.encoder",
     "EncodeResult": "biencoder.encoder",
     "Encoder": "biencoder.protocol",
+    "load_encoder": "biencoder.loading",
 }
 
-__all__ = ["EncodeResult", "Encoder", "SentenceEncoder", "__version__"]
+__all__ = ["EncodeResult", "Encoder", "SentenceEncoder", "__version__", "load_encoder"]
 
 
 def __getattr__(name: str) -> Any:

@@ -18,6 +18,7 @@ DEFAULT_DATA = "../shared/data"
 
 
 def register(sub: Any) -> None:
+    from biencoder.loading import add_backend_arguments
     from biencoder.resolve import BASE_MODEL
 
     p = sub.add_parser(
@@ -63,6 +64,7 @@ def register(sub: Any) -> None:
     p.add_argument("--output", "-o", help="write the results as JSON here")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    add_backend_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -107,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
     show = None if logger.isEnabledFor(logging.INFO) else False
     evaluators = build_evaluators(args, show)  # data errors surface before the model loads
 
-    from biencoder.encoder import SentenceEncoder
     from biencoder.evaluation.report import markdown_table, write_json
     from biencoder.evaluation.suite import evaluate_all
+    from biencoder.loading import encoder_from_args
 
     start = time.perf_counter()
-    model = SentenceEncoder.load(args.model, device=args.device)
+    model = encoder_from_args(args)
     results = evaluate_all(model, evaluators)
     shown = {e.name: list(results[e.name]) for e in evaluators}
     print(markdown_table({str(args.model): results}, shown), end="")

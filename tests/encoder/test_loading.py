@@ -1,0 +1,52 @@
+"""load_encoder: one entry point for both runtimes, with the same answers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biencoder import SentenceEncoder, load_encoder
+from biencoder.cli import main
+
+TEXTS = ["the cat", "a dog in the water", "what is search?", "", "red fish and blue fish"]
+
+
+def test_torch_backend_is_the_sentence_encoder(tiny_model_dir: Path) -> None:
+    model = load_encoder(tiny_model_dir)
+    assert isinstance(model, SentenceEncoder)
+
+
+def test_unknown_backend_and_precision(tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown backend 'tf'; valid: torch, onnx"):
+        load_encoder(tiny_model_dir, backend="tf")
+    with pytest.raises(ValueError, match="fp32 only"):
+        load_encoder(tiny_model_dir, precision="int8")
+
+
+def test_onnx_backend_answers_like_torch(tiny_model_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from biencoder.runtime.export import ExportConfig, export
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    export(folder, TEXTS * 2, ExportConfig())
+    onnx = load_encoder(folder, backend="onnx")
+    assert not isinstance(onnx, SentenceEncoder)
+    torch_model = load_encoder(folder)
+    np.testing.assert_allclose(onnx.encode(TEXTS), torch_model.encode(TEXTS), atol=2e-5)
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.npy"
+    argv = ["-q", "encode", "--model", str(folder), "-i", str(src), "-o", str(out), "--backend", "onnx"]
+    assert main(argv) == 0
+    np.testing.assert_allclose(np.load(out), torch_model.encode(TEXTS), atol=2e-5)
+
+
+def test_onnx_backend_without_export_says_what_to_run(tiny_model_dir: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(FileNotFoundError, match="biencoder export"):
+        load_encoder(tiny_model_dir, backend="onnx")
