@@ -292,7 +292,9 @@ def training_details(c: CardInputs) -> list[str]:
 def training_logs(c: CardInputs) -> list[str]:
     if not c.log_rows:
         return []
-    eval_cols = sorted({k for r in c.log_rows for k in r} - {"epoch", "step", "loss"})
+    # As the reference: each evaluator's primary metric only (all metrics are in the Evaluation section).
+    primary = {f"{e.name}_{e.primary_metric}" for e in c.evaluators}
+    eval_cols = sorted(k for k in {k for r in c.log_rows for k in r} if k in primary)
     rows = []
     for r in c.log_rows:
         loss = f"{r['loss']:g}" if "loss" in r else "-"
