@@ -85,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     show = None if logging.getLogger("biencoder").isEnabledFor(logging.INFO) else False
     result = train(config, resume=args.resume, show_progress=show)
-    last = result.log_history[-1]["loss"] if result.log_history else float("nan")
+    tail = result.step_losses[-10:]
     logger.info(
-        "trained %d steps in %.1f s (%.1f pairs/s); last logged loss %.4f; model in %s",
+        "trained %d steps in %.1f s (%.1f pairs/s); loss over the last %d steps %.4f; model in %s",
         result.global_step,
         result.seconds,
         result.pairs_per_second,
-        last,
+        len(tail),
+        sum(tail) / len(tail) if tail else float("nan"),
         result.output_dir,
     )
     return 0
