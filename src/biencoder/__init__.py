@@ -14,15 +14,17 @@ if TYPE_CHECKING:
     from biencoder.encoder import EncodeResult, SentenceEncoder
     from biencoder.loading import load_encoder
     from biencoder.protocol import Encoder
+    from biencoder.runtime.onnx_encoder import OnnxEncoder
 
 _LAZY = {
     "SentenceEncoder": "biencoder.encoder",
     "EncodeResult": "biencoder.encoder",
     "Encoder": "biencoder.protocol",
     "load_encoder": "biencoder.loading",
+    "OnnxEncoder": "biencoder.runtime.onnx_encoder",
 }
 
-__all__ = ["EncodeResult", "Encoder", "SentenceEncoder", "__version__", "load_encoder"]
+__all__ = ["EncodeResult", "Encoder", "OnnxEncoder", "SentenceEncoder", "__version__", "load_encoder"]
 
 
 def __getattr__(name: str) -> Any:
