@@ -83,7 +83,9 @@ def build_tiny_encoder(folder: Path, seed: int = 0, pooling: str = "mean", norma
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *(f"##{c}" for c in letters)]
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, model_max_length=64)
+    tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True, model_max_length=64)
+    if len(tokenizer) < len(WORDS):  # transformers 5 ignores vocab_file=: guard against an all-[UNK] model
+        raise RuntimeError(f"the tiny tokenizer holds {len(tokenizer)} tokens; its vocabulary was not loaded")
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer),

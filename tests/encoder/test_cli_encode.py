@@ -134,3 +134,10 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     assert "encode" in capsys.readouterr().out
+
+
+def test_command_modules_do_not_shadow_main() -> None:
+    import biencoder.cli as cli
+
+    cli.build_parser()  # imports every command module
+    assert callable(cli.main)

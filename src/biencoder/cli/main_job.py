@@ -6,6 +6,7 @@ the model card's recipe (the fine-tuned model is evaluated at the end of trainin
 carries the results); write report.md, report.json and report.png beside the model.
 """
 
+# Named main_job.py, not main.py: a submodule called main would shadow the function biencoder.cli.main.
 from __future__ import annotations
 
 import argparse
