@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from biencoder.encoder import EncodeResult, SentenceEncoder
+    from biencoder.index import Index
     from biencoder.loading import load_encoder
     from biencoder.protocol import Encoder
     from biencoder.runtime.onnx_encoder import OnnxEncoder
@@ -22,9 +23,18 @@ _LAZY = {
     "Encoder": "biencoder.protocol",
     "load_encoder": "biencoder.loading",
     "OnnxEncoder": "biencoder.runtime.onnx_encoder",
+    "Index": "biencoder.index",
 }
 
-__all__ = ["EncodeResult", "Encoder", "OnnxEncoder", "SentenceEncoder", "__version__", "load_encoder"]
+__all__ = [
+    "EncodeResult",
+    "Encoder",
+    "Index",
+    "OnnxEncoder",
+    "SentenceEncoder",
+    "__version__",
+    "load_encoder",
+]
 
 
 def __getattr__(name: str) -> Any:
