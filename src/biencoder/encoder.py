@@ -24,6 +24,7 @@ from biencoder import similarity as sim
 from biencoder.atomic import atomic_dir
 from biencoder.modules import Dense, Normalize, Pooling, Transformer
 from biencoder.modules.errors import ModelFolderError
+from biencoder.protocol import check_texts
 from biencoder.resolve import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -47,19 +48,6 @@ class EncodeResult:
     @property
     def num_truncated(self) -> int:
         return int(self.truncated.sum())
-
-
-def check_texts(texts: object) -> tuple[list[str], bool]:
-    """Validate input: a string or a sequence of strings. Returns (list, was_single)."""
-    if isinstance(texts, str):
-        return [texts], True
-    if texts is None or isinstance(texts, bytes | dict) or not isinstance(texts, Sequence | np.ndarray):
-        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-    return out, False
 
 
 class SentenceEncoder(nn.Module):

@@ -28,3 +28,16 @@ class Encoder(Protocol):
     ) -> NDArray[np.float32]: ...
 
     def similarity(self, a: Any, b: Any) -> NDArray[np.float32]: ...
+
+
+def check_texts(texts: object) -> tuple[list[str], bool]:
+    """Validate encoder input: a string or a sequence of strings. Returns (list, was_single)."""
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None or isinstance(texts, bytes | dict) or not isinstance(texts, Sequence | np.ndarray):
+        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
+    items = list(texts)
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return items, False

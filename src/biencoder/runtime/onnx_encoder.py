@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from biencoder import similarity as sim
+from biencoder.protocol import check_texts
 from biencoder.resolve import resolve_model_path
 from biencoder.runtime.pooling import Head, load_head
 from biencoder.runtime.tokenizer import ModelFolderError, TextTokenizer, Tokens, read_json
@@ -27,18 +28,6 @@ logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
 FILE_NAMES = {"fp32": "model.onnx", "int8": "model_qint8.onnx"}
-
-
-def _check_texts(texts: object) -> tuple[list[str], bool]:
-    if isinstance(texts, str):
-        return [texts], True
-    if texts is None or isinstance(texts, bytes | dict) or not isinstance(texts, Sequence | np.ndarray):
-        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
-    items = list(texts)
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-    return items, False
 
 
 def available_cores() -> int:
@@ -152,7 +141,7 @@ class OnnxEncoder:
         ``normalize``: None keeps the model's pipeline, True L2-normalises, False skips a
         trailing Normalize module.
         """
-        items, single = _check_texts(texts)
+        items, single = check_texts(texts)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         out = np.empty((len(items), self.dimension), dtype=np.float32)
