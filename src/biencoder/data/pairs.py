@@ -16,11 +16,12 @@ import csv
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from biencoder.data import DataFormatError
+from biencoder.data.texts import numbered_lines
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def read_pairs(path: str | Path, skip_invalid: bool = False) -> PairDataset:
 def _read_jsonl(path: Path, skip_invalid: bool) -> PairDataset:
     collector: RowCollector | None = None
     names: list[str] = []
-    for number, line in _numbered_lines(path):
+    for number, line in numbered_lines(path):
         if not line.strip():
             continue
         try:
@@ -179,15 +180,6 @@ def _read_jsonl(path: Path, skip_invalid: bool) -> PairDataset:
     if collector is None:
         raise DataFormatError(f"{path}: no training pairs found")
     return collector.build(path.stem, names, str(path))
-
-
-def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        with path.open(encoding="utf-8-sig") as f:
-            for number, line in enumerate(f, start=1):
-                yield number, line.rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
 
 
 def _is_header(row: Sequence[str]) -> bool:

@@ -16,9 +16,10 @@ from biencoder.data import DataFormatError
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv", ".parquet")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline); a UTF-8 byte-order mark is dropped."""
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:
             for number, line in enumerate(f, start=1):
                 yield number, line.rstrip("\r\n")
     except UnicodeDecodeError as exc:
@@ -27,7 +28,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """(line number, object) for each non-blank line; malformed JSON raises naming file:line."""
-    for number, line in _lines(path):
+    for number, line in numbered_lines(path):
         if not line.strip():
             continue
         try:
@@ -50,7 +51,7 @@ def read_texts(path: str | Path, field: str | None = None) -> list[str]:
         raise FileNotFoundError(f"input file not found: {path}")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return [line for _, line in _lines(path)]
+        return [line for _, line in numbered_lines(path)]
     if suffix == ".jsonl":
         key = field or "text"
         texts = []
