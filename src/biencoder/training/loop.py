@@ -29,6 +29,7 @@ from biencoder.data.sources import load_all
 from biencoder.encoder import SentenceEncoder
 from biencoder.evaluation.base import Evaluator
 from biencoder.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+from biencoder.modules.attention import use_chunked_attention
 from biencoder.training import checkpoint as ckpt
 from biencoder.training import distributed as dist
 from biencoder.training.batches import TokenizedDataset, collate, duplicate_texts, tokenize_datasets
@@ -153,6 +154,8 @@ def train(
     start = _latest(config) if resume else None
     encoder = SentenceEncoder.load(start / ckpt.MODEL_DIR if start else config.base_model, device=device)
     encoder.max_seq_length = config.max_seq_length
+    if use_chunked_attention(encoder.transformer.model):
+        logger.info("attention with dropout runs in cache-sized chunks on CPU (biencoder.modules.attention)")
     tokenized = tokenize_datasets(encoder.transformer, datasets)
     plan = Plan(config, [len(d) for d in datasets], world)
     dist.broadcast_parameters(encoder)
