@@ -107,7 +107,7 @@ def use_chunked_attention(model: nn.Module) -> bool:
         AttentionInterface.register(NAME, attention)
         AttentionMaskInterface.register(NAME, sdpa_mask)
     try:
-        model.set_attn_implementation(NAME)
+        model.set_attn_implementation(NAME)  # type: ignore[operator]
     except (ValueError, NotImplementedError) as exc:  # a model class that refuses custom attention
         logger.debug("chunked attention not used: %s", exc)
         return False
