@@ -6,6 +6,8 @@ Backends, each in its own worker process, driven in interleaved rounds (medians 
                  in .venv-ref (optimum-onnx pins transformers<4.58: `bash scripts/ref_onnx_env.sh`)
   ours-fp32      OnnxEncoder, onnx/model.onnx
   ours-int8      OnnxEncoder, onnx/model_qint8.onnx
+  *-b8, *-r32    the same at batch_size 8 (sentence-transformers tuned), or with our runtime's small
+                 calls turned off (every call takes all 32 rows of a batch)
 Workloads: batches of 32 mixed-length real passages (SciFact abstracts and the MS MARCO sample
 collection), batches of 32 short queries (SciFact claims), single-query latency p50; then cosine
 to st-torch, cold start (new process to first embedding) and SciFact test nDCG@10 of ours int8 vs fp32.
@@ -39,9 +41,12 @@ ST_INT8 = "model_quint8_avx2.onnx"
 
 def make_encoder(kind: str, folder: str) -> Any:
     if kind.startswith("ours"):
-        from biencoder.runtime import OnnxEncoder
+        from biencoder.runtime import OnnxEncoder, RuntimeSettings
 
-        return OnnxEncoder.load(folder, precision=kind.split("-")[1])
+        whole = RuntimeSettings(run_rows=32, run_tokens=32 * 512)
+        return OnnxEncoder.load(
+            folder, precision=kind.split("-")[1], settings=whole if kind.endswith("-r32") else None
+        )
     from sentence_transformers import SentenceTransformer
 
     if kind == "st-torch":
@@ -51,7 +56,8 @@ def make_encoder(kind: str, folder: str) -> Any:
     )
 
 
-def encode(model: Any, kind: str, texts: Any, batch_size: int = 32) -> Any:
+def encode(model: Any, kind: str, texts: Any) -> Any:
+    batch_size = 8 if kind.endswith("-b8") else 32
     if kind.startswith("ours"):
         return model.encode(texts, batch_size=batch_size, show_progress=False)
     return model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
@@ -88,9 +94,10 @@ def worker(kind: str, folder: str, texts_file: str) -> None:
 
 class Worker:
     def __init__(self, kind: str, folder: Path, texts_file: Path) -> None:
-        python = str(REF_PY) if kind == "st-onnx-int8" else sys.executable
+        ref = kind.startswith("st-onnx")
+        python = str(REF_PY) if ref else sys.executable
         args = [python, __file__, "--worker", kind, "--folder", str(folder), "--texts", str(texts_file)]
-        env = {**os.environ, "PYTHONPATH": ""} if kind == "st-onnx-int8" else None
+        env = {**os.environ, "PYTHONPATH": ""} if ref else None
         self.kind = kind
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -219,10 +226,17 @@ def main() -> None:
         texts = load_texts(160, 256)
         texts_file = work / "texts.json"
         texts_file.write_text(json.dumps(texts))
-        kinds = {"st-torch": ref, "st-onnx-int8": ref, "ours-fp32": ours, "ours-int8": ours}
+        kinds = {
+            "st-torch": ref,
+            "st-onnx-int8": ref,
+            "st-onnx-int8-b8": ref,
+            "ours-fp32": ours,
+            "ours-int8": ours,
+            "ours-int8-r32": ours,
+        }
         if not REF_PY.is_file():
             print("no .venv-ref: st-onnx-int8 skipped (bash scripts/ref_onnx_env.sh)")
-            del kinds["st-onnx-int8"]
+            del kinds["st-onnx-int8"], kinds["st-onnx-int8-b8"]
         workers = {k: Worker(k, f, texts_file) for k, f in kinds.items()}
         res: dict[str, dict[str, list[float]]] = {
             k: {"passages": [], "queries": [], "single": []} for k in kinds
@@ -244,7 +258,7 @@ def main() -> None:
             f"{args.rounds} interleaved rounds, medians; ratios vs st-torch"
         )
         print(
-            f"{'backend':14} {'passages/s':>11} {'ratio':>6} {'queries/s':>10} {'ratio':>6} "
+            f"{'backend':15} {'passages/s':>11} {'ratio':>6} {'queries/s':>10} {'ratio':>6} "
             f"{'1-query p50 ms':>15} {'cos mean':>9} {'cos min':>8}"
         )
         for k in kinds:
@@ -255,14 +269,14 @@ def main() -> None:
             a, b = emb[k], emb["st-torch"]
             cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
             print(
-                f"{k:14} {p:11.1f} {p / pb:6.2f} {q:10.1f} {q / qb:6.2f} "
+                f"{k:15} {p:11.1f} {p / pb:6.2f} {q:10.1f} {q / qb:6.2f} "
                 f"{1000 * statistics.median(res[k]['single']):15.2f} {cos.mean():9.5f} {cos.min():8.5f}"
             )
-        if "st-onnx-int8" in kinds:
-            a = statistics.median(res["st-onnx-int8"]["passages"]) / statistics.median(
-                res["ours-int8"]["passages"]
-            )
-            print(f"ours-int8 / st-onnx-int8 passages/s: {a:.2f}x")
+        for ref_kind in ("st-onnx-int8", "st-onnx-int8-b8"):
+            if ref_kind in kinds:
+                for op in ("passages", "queries"):
+                    a = statistics.median(res[ref_kind][op]) / statistics.median(res["ours-int8"][op])
+                    print(f"ours-int8 / {ref_kind} {op}/s: {a:.2f}x")
         print("\ncold start (new process to first embedding, median of 3):")
         for k in ("ours-int8", "st-torch"):
             print(f"  {k}: {cold_start(k, kinds[k]):.2f} s")

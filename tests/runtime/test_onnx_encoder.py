@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from biencoder.runtime.export import ExportConfig, FidelityError, export
-from biencoder.runtime.onnx_encoder import OnnxEncoder
+from biencoder.runtime.onnx_encoder import OnnxEncoder, RuntimeSettings, length_sorted_batches
 from biencoder.runtime.quantize import Int8Recipe
 from biencoder.runtime.tokenizer import TextTokenizer
 from tests.tiny import WORDS, build_tiny_encoder
@@ -81,7 +81,22 @@ def test_contract(tiny_exported: Path) -> None:
 
 def test_batch_size_does_not_change_output(tiny_exported: Path) -> None:
     enc = OnnxEncoder.load(tiny_exported, threads=1)
-    np.testing.assert_allclose(enc.encode(TEXTS, batch_size=1), enc.encode(TEXTS, batch_size=64), atol=1e-5)
+    wide = OnnxEncoder.load(tiny_exported, settings=RuntimeSettings(threads=1, run_rows=64, run_tokens=10**6))
+    np.testing.assert_allclose(enc.encode(TEXTS, batch_size=1), wide.encode(TEXTS, batch_size=64), atol=1e-5)
+
+
+def test_calls_respect_rows_and_tokens(tiny_exported: Path) -> None:
+    enc = OnnxEncoder.load(tiny_exported, threads=1)
+    tokens = enc.tokenizer.tokenize(TEXTS * 5)
+    lengths = tokens.lengths
+    batches = list(length_sorted_batches(tokens, 4, max_tokens=40))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(TEXTS) * 5))  # every row once
+    for rows in batches:
+        longest = int(lengths[rows].max())
+        assert len(rows) <= 4 and (len(rows) == 1 or len(rows) * longest <= 40)
+    assert [len(b) for b in length_sorted_batches(tokens, 4)] == [4] * 8 + [3]
+    with pytest.raises(ValueError, match="run_rows"):
+        RuntimeSettings(run_rows=0)
 
 
 def test_layout_and_parity_file(tiny_exported: Path) -> None:

@@ -40,14 +40,27 @@ def available_cores() -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeSettings:
-    """How onnxruntime runs: threads per session, and whether threads spin while waiting."""
+    """How onnxruntime runs: threads, spinning, and how many texts go into one call.
+
+    ``encode``'s ``batch_size`` bounds a call; within it a call takes at most ``run_rows`` texts
+    and ``run_tokens`` padded tokens. On a 2-core AVX2/VNNI machine small calls measured fastest
+    (int8 MiniLM, texts/s): mixed passages 101 at 32 rows, 109 at 8, 114 at 4; short queries 929
+    at 32, 1,091 at 8, 1,005 at 4. The defaults give passages 4 rows (256 tokens each) and
+    queries 8.
+    """
 
     threads: int | None = None  # None: every available core
     spin: bool = True  # busy-wait between ops: lower latency, more CPU while idle-waiting
+    run_rows: int = 8
+    run_tokens: int = 1024
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be positive or None, got {self.threads}")
+        if self.run_rows <= 0 or self.run_tokens <= 0:
+            raise ValueError(
+                f"run_rows and run_tokens must be positive, got {self.run_rows}, {self.run_tokens}"
+            )
 
     @property
     def intra_op_threads(self) -> int:
@@ -64,8 +77,10 @@ class OnnxEncoder:
         head: Head,
         similarity_fn_name: str = "cosine",
         path: Path | None = None,
+        settings: RuntimeSettings | None = None,
     ) -> None:
         self.session = session
+        self.settings = settings or RuntimeSettings()
         self.tokenizer = tokenizer
         self.head = head
         self.similarity_function = sim.SimilarityFunction.parse(similarity_fn_name)
@@ -87,15 +102,17 @@ class OnnxEncoder:
         threads: int | None = None,
         file_name: str | None = None,
         spin: bool = True,
+        settings: RuntimeSettings | None = None,
     ) -> OnnxEncoder:
         """Load ``<folder>/onnx/model.onnx`` (fp32) or ``onnx/model_qint8.onnx`` (int8).
 
         ``file_name`` picks another graph under ``onnx/`` (e.g. sentence-transformers'
-        ``model_qint8_avx2.onnx``); ``threads`` is onnxruntime's intra-op thread count.
+        ``model_qint8_avx2.onnx``); ``threads`` is onnxruntime's intra-op thread count;
+        ``settings`` gives every runtime setting at once (then ``threads`` and ``spin`` are ignored).
         """
         if precision not in FILE_NAMES:
             raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(FILE_NAMES)}")
-        settings = RuntimeSettings(threads=threads, spin=spin)
+        settings = settings or RuntimeSettings(threads=threads, spin=spin)
         path = resolve_model_path(name_or_path)
         graph = path / ONNX_DIR / (file_name or FILE_NAMES[precision])
         if not graph.is_file():
@@ -111,6 +128,7 @@ class OnnxEncoder:
             load_head(path),
             similarity_fn_name=str(st_config.get("similarity_fn_name") or "cosine"),
             path=graph,
+            settings=settings,
         )
 
     # -- properties ------------------------------------------------------------------------------
@@ -138,8 +156,9 @@ class OnnxEncoder:
     ) -> NDArray[np.float32]:
         """[n, dim] float32 for a list ([0, dim] for []), [dim] for a single string.
 
-        ``normalize``: None keeps the model's pipeline, True L2-normalises, False skips a
-        trailing Normalize module.
+        ``batch_size`` is the most texts one onnxruntime call takes; calls are smaller where the
+        settings' ``run_rows`` / ``run_tokens`` say so (faster on CPU). ``normalize``: None keeps
+        the model's pipeline, True L2-normalises, False skips a trailing Normalize module.
         """
         items, single = check_texts(texts)
         if batch_size <= 0:
@@ -155,7 +174,8 @@ class OnnxEncoder:
                 len(items),
                 self.max_seq_length,
             )
-        batches = list(length_sorted_batches(tokens, batch_size))
+        rows_per_call = min(batch_size, self.settings.run_rows)
+        batches = list(length_sorted_batches(tokens, rows_per_call, self.settings.run_tokens))
         if show_progress is None:
             show_progress = sys.stderr.isatty() and len(batches) > 1
         for rows in _progress(batches, show_progress):
@@ -187,11 +207,22 @@ class OnnxEncoder:
         return f"OnnxEncoder({self.path}, dim={self.dimension}, max_seq_length={self.max_seq_length})"
 
 
-def length_sorted_batches(tokens: Tokens, batch_size: int) -> Iterator[NDArray[np.int64]]:
-    """Row indices in batches of similar length, longest first: little padding per batch."""
-    order = np.argsort(-tokens.lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+def length_sorted_batches(
+    tokens: Tokens, batch_size: int, max_tokens: int | None = None
+) -> Iterator[NDArray[np.int64]]:
+    """Row indices in batches of similar length, longest first: little padding per batch.
+
+    With ``max_tokens`` a batch also holds at most that many padded tokens (at least one row).
+    """
+    lengths = tokens.lengths
+    order = np.argsort(-lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        rows = batch_size
+        if max_tokens is not None:
+            rows = min(rows, max(1, max_tokens // max(1, int(lengths[order[start]]))))
+        yield order[start : start + rows]
+        start += rows
 
 
 def make_session(graph: Path, settings: RuntimeSettings) -> Any:
