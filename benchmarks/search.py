@@ -11,6 +11,8 @@ Sections (all by default):
   memory   peak memory of exact search over the memory-mapped 1M x 384 index, one subprocess a
            configuration: tracemalloc peak (numpy's allocations) and the process's peak
            anonymous RSS, for several chunk sizes and corpus sizes.
+  scaling  HNSW on --scaling-n (100,000) uniform random vectors for M 16 / 32 / 64: recall@10,
+           share of the corpus visited and latency per efSearch, against exact search's latency.
   libraries  faiss against usearch HNSW on --lib-n random vectors (build time, recall, latency).
 
     flock /tmp/biencoder-cpu.lock .venv/bin/python benchmarks/search.py [--sections real,random,memory]
@@ -184,7 +186,7 @@ def query_sets(n: int, dim: int, count: int, corpus: np.ndarray) -> dict[str, np
 
 
 def section_random(
-    n: int, dim: int, count: int, efs: list[int], connectivity: int, ef_add: int
+    n: int, dim: int, count: int, efs: list[int], connectivity: int, ef_add: int, quantized: bool = True
 ) -> dict[str, Any]:
     print(f"== random: {n} unit vectors of dim {dim}, {count} queries a set")
     path = random_index(n, dim)
@@ -200,7 +202,7 @@ def section_random(
     results["exact_p50_ms_one_query"] = round(p50_latency_ms(exact, qsets["uniform"][:20], 10), 1)
     print(f"  exact: {results}")
 
-    for quant, mults in (("int8", (4,)), ("binary", (4, 10))):
+    for quant, mults in (("int8", (4,)), ("binary", (4, 10))) if quantized else ():
         index = Index(dim, config=IndexConfig(quantization=quant))
         for s in range(0, n, 100_000):
             index.add([str(i) for i in range(s, min(s + 100_000, n))], np.asarray(corpus[s : s + 100_000]))
@@ -229,15 +231,55 @@ def section_random(
     hnsw._blocks = [corpus]
     results["hnsw"] = {"M": connectivity, "efConstruction": ef_add, "build_s": round(build, 1), "sweep": []}
     print(f"  hnsw build (M={connectivity}, efConstruction={ef_add}): {build:.0f}s")
+    import faiss
+
     for ef in efs:
         row = {"efSearch": ef}
         for name, q in qsets.items():
+            faiss.cvar.hnsw_stats.reset()
             _, found = hnsw.search_positions(q, 10, expansion_search=ef)
             row[f"recall@10_{name}"] = round(recall_at(found, truth[name]), 4)
+            row[f"visited_{name}"] = round(faiss.cvar.hnsw_stats.ndis / len(q) / n, 4)  # share of corpus
         row["p50_ms"] = round(p50_latency_ms(hnsw, qsets["uniform"][:200], 10, expansion_search=ef), 3)
         results["hnsw"]["sweep"].append(row)
         print(f"  hnsw {row}")
     return results
+
+
+def section_scaling(n: int, dim: int, count: int = 200) -> list[dict[str, Any]]:
+    """HNSW on uniform random vectors: what M and efSearch reach recall@10 0.98, at what share visited."""
+    import faiss
+
+    print(f"== scaling: HNSW on {n} random unit vectors of dim {dim}, {count} uniform queries")
+    corpus = unit_vectors(n, dim, seed=7)
+    queries = unit_vectors(count, dim, seed=8)
+    exact = Index(dim)
+    exact.add([str(i) for i in range(n)], corpus)
+    _, truth = exact.search_positions(queries, 10)
+    exact_ms = p50_latency_ms(exact, queries[:50], 10)
+    print(f"  exact search p50 {exact_ms:.2f} ms")
+    rows = []
+    for connectivity, ef_add in ((16, 200), (32, 200), (64, 400)):
+        hnsw = Index(dim, config=IndexConfig(kind="hnsw", connectivity=connectivity, expansion_add=ef_add))
+        start = time.perf_counter()
+        hnsw.add([str(i) for i in range(n)], corpus)
+        build = time.perf_counter() - start
+        for ef in (128, 512, 2048, 8192):
+            faiss.cvar.hnsw_stats.reset()
+            _, found = hnsw.search_positions(queries, 10, expansion_search=ef)
+            row = {
+                "M": connectivity,
+                "efConstruction": ef_add,
+                "build_s": round(build, 1),
+                "efSearch": ef,
+                "recall@10": round(recall_at(found, truth), 4),
+                "visited": round(faiss.cvar.hnsw_stats.ndis / count / n, 4),
+                "p50_ms": round(p50_latency_ms(hnsw, queries[:50], 10, expansion_search=ef), 2),
+                "exact_p50_ms": round(exact_ms, 2),
+            }
+            rows.append(row)
+            print(f"  {row}")
+    return rows
 
 
 # --- memory -----------------------------------------------------------------------------------
@@ -333,7 +375,7 @@ def section_libraries(n: int, dim: int) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--sections", default="real,random,memory", help="comma list of real,random,memory,libraries"
+        "--sections", default="real,random,memory", help="comma list of real,random,memory,scaling,libraries"
     )
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=384)
@@ -342,6 +384,8 @@ def main() -> None:
     p.add_argument("--connectivity", type=int, default=16, help="HNSW M for the random section")
     p.add_argument("--ef-add", type=int, default=128, help="HNSW efConstruction for the random section")
     p.add_argument("--lib-n", type=int, default=100_000)
+    p.add_argument("--scaling-n", type=int, default=100_000, help="corpus size of the scaling section")
+    p.add_argument("--hnsw-only", action="store_true", help="random section: skip int8 / binary")
     args = p.parse_args()
     sections = args.sections.split(",")
     results: dict[str, Any] = {}
@@ -350,8 +394,10 @@ def main() -> None:
     if "random" in sections:
         efs = [int(e) for e in args.ef.split(",")]
         results["random"] = section_random(
-            args.n, args.dim, args.queries, efs, args.connectivity, args.ef_add
+            args.n, args.dim, args.queries, efs, args.connectivity, args.ef_add, not args.hnsw_only
         )
+    if "scaling" in sections:
+        results["scaling"] = section_scaling(args.scaling_n, args.dim)
     if "memory" in sections:
         results["memory"] = section_memory(args.n, args.dim)
     if "libraries" in sections:

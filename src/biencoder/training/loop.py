@@ -30,6 +30,7 @@ from biencoder.encoder import SentenceEncoder
 from biencoder.evaluation.base import Evaluator
 from biencoder.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 from biencoder.modules.attention import use_chunked_attention
+from biencoder.modules.dropout import use_parallel_dropout
 from biencoder.training import checkpoint as ckpt
 from biencoder.training import distributed as dist
 from biencoder.training.batches import TokenizedDataset, collate, duplicate_texts, tokenize_datasets
@@ -156,6 +157,7 @@ def train(
     encoder.max_seq_length = config.max_seq_length
     if use_chunked_attention(encoder.transformer.model):
         logger.info("attention with dropout runs in cache-sized chunks on CPU (biencoder.modules.attention)")
+    use_parallel_dropout(encoder)
     tokenized = tokenize_datasets(encoder.transformer, datasets)
     plan = Plan(config, [len(d) for d in datasets], world)
     dist.broadcast_parameters(encoder)
