@@ -4,7 +4,7 @@ With attention dropout (BERT's ``attention_probs_dropout_prob`` 0.1, on during t
 ``scaled_dot_product_attention`` cannot use its fused CPU kernel and falls back to the math path:
 the whole [batch, heads, seq, seq] score tensor (200 MB per layer for 64 x 256 tokens) is written
 and read again by each of mask, softmax, dropout and matmul, forward and backward. Measured on a
-2-core machine it is about half of a training step. Here the same computation runs a few
+2-core machine it is nearly half of a training step. Here the same computation runs a few
 sequences at a time, so each chunk's scores stay in cache: one layer's forward and backward drops
 from 0.87 s to 0.52 s. The dropout masks are drawn on every core (``biencoder.modules.dropout``).
 
