@@ -14,6 +14,8 @@ from biencoder.losses import (
     _rows,
     multiple_negatives_ranking_loss,
 )
+from biencoder.modules.attention import use_chunked_attention
+from biencoder.modules.dropout import use_parallel_dropout
 
 
 @pytest.mark.reference
@@ -66,9 +68,14 @@ def test_cached_gradients_equal_plain(tiny_model_dir: Path, mini_batch_size: int
         assert torch.allclose(expected[name], got[name], atol=1e-6, rtol=1e-4), name
 
 
-def test_cached_replays_dropout(tiny_model_dir: Path) -> None:
-    """With dropout on, the re-embedding pass must see the masks of the first pass."""
+@pytest.mark.parametrize("cpu_kernels", [False, True])
+def test_cached_replays_dropout(tiny_model_dir: Path, cpu_kernels: bool) -> None:
+    """With dropout on, the re-embedding pass must see the masks of the first pass (also with the
+    trainer's chunked attention and parallel dropout)."""
     model = SentenceEncoder.load(tiny_model_dir, device="cpu").train()
+    if cpu_kernels:
+        assert use_chunked_attention(model.transformer.model)
+        assert use_parallel_dropout(model) > 0
     features = [
         model.tokenize(["a cat", "the dog", "big fish", "red car"]),
         model.tokenize(["a small cat", "dog house", "fish water", "car fast"]),
