@@ -2,7 +2,7 @@
 
 A training step of MiniLM on 64 (query, passage) pairs draws ~400 million dropout decisions (the
 attention probabilities alone are [64, 12, 256, 256] per layer). torch's CPU ``bernoulli_`` is
-serial (36 ms for 7.9 million, with 1 or 2 threads alike); here the mask comes from numpy's PCG64
+serial (28-36 ms for 7.9 million, with 1 or 2 threads alike); here the mask comes from numpy's PCG64
 in parts filled by a thread pool (numpy releases the GIL): 13 ms on 2 cores.
 
 Same distribution as ``F.dropout``: each element is dropped independently with probability ``p``
