@@ -13,12 +13,12 @@ file the one whose name contains ``qrel`` (TREC ``.tsv`` or a ``{qid: {pid: scor
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from pathlib import Path
 
 from biencoder.data import DataFormatError
 from biencoder.data.pairs import PairDataset, RowCollector
+from biencoder.data.texts import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,7 @@ def read_msmarco_qrels(path: Path) -> list[tuple[int | str, str, str, int]]:
     """(line, query id, passage id, score) in file order, from TREC ``qid 0 pid score`` or JSON."""
     rows: list[tuple[int | str, str, str, int]] = []
     if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(data, dict):
-            raise DataFormatError(f"{path}: expected {{query id: {{passage id: score}}}}")
+        data = read_json_object(path, expected="{query id: {passage id: score}}")
         for qid, docs in data.items():
             if not isinstance(docs, dict):
                 raise DataFormatError(f"{path}: query {qid!r}: expected {{passage id: score}}")

@@ -6,6 +6,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +39,19 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
         if not isinstance(obj, dict):
             raise DataFormatError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
         yield number, obj
+
+
+def read_json_object(
+    path: Path, error: type[Exception] = DataFormatError, expected: str = "a JSON object"
+) -> dict[str, Any]:
+    """The JSON object in ``path``; malformed JSON or another type raises ``error`` naming file:line."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {expected}, got {type(data).__name__}")
+    return data
 
 
 def read_texts(path: str | Path, field: str | None = None) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from biencoder.atomic import atomic_file
+from biencoder.data.texts import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +60,8 @@ def write_json(path: str | Path, payload: Mapping[str, Any]) -> Path:
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+    """What :func:`write_json` wrote; a malformed file raises ValueError naming file:line."""
+    return read_json_object(Path(path), ValueError)
 
 
 def plot_comparison(

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from biencoder.modules.dropout import dropout as parallel_dropout
 
@@ -42,8 +43,6 @@ def attention(
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
     """Hugging Face's attention-interface signature; returns ([b, q, heads, d], None) as SDPA does."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     chunkable = (
         dropout > 0.0
         and query.device.type == "cpu"

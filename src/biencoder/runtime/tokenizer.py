@@ -8,7 +8,6 @@ flag, the same padding id and side. Tests compare the two on real text.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from tokenizers import Tokenizer
+
+from biencoder.data.texts import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,7 @@ def read_json(file: Path, required: bool = False) -> dict[str, Any]:
         if required:
             raise ModelFolderError(f"{file} is missing")
         return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelFolderError(f"{file}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{file}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(file, ModelFolderError)
 
 
 @dataclass(frozen=True, slots=True)
