@@ -24,7 +24,8 @@ from biencoder import similarity as sim
 from biencoder.atomic import atomic_dir
 from biencoder.modules import Dense, Normalize, Pooling, Transformer
 from biencoder.modules.errors import ModelFolderError
-from biencoder.protocol import check_texts
+from biencoder.modules.transformer import TokenizedTexts
+from biencoder.protocol import TokenBatch, check_texts
 from biencoder.resolve import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,11 @@ class SentenceEncoder(nn.Module):
     def normalizes(self) -> bool:
         return isinstance(self.layers[-1], Normalize)
 
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The truncating Rust tokenizer (``tokenizers.Tokenizer``)."""
+        return self.transformer.backend
+
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(self, features: dict[str, Tensor], skip_normalize: bool = False) -> dict[str, Tensor]:
@@ -153,13 +159,45 @@ class SentenceEncoder(nn.Module):
             items = [prompt + t for t in items]
         if not items:
             return EncodeResult(np.zeros((0, self.dimension), np.float32), np.zeros(0, bool))
+        tokens = self.transformer.tokenize_unpadded(items)
+        prompt_length = self._prompt_length(prompt) if prompt else None
+        out = self._encode_tokens(tokens, batch_size, normalize, show_progress, prompt_length)
+        return EncodeResult(out, tokens.truncated)
+
+    def tokenize_texts(self, texts: Sequence[str]) -> TokenizedTexts:
+        """Unpadded ids with special tokens, cut at ``max_seq_length`` (no model call)."""
+        return self.transformer.tokenize_unpadded(texts)
+
+    @torch.inference_mode()
+    def encode_tokens(
+        self,
+        tokens: TokenBatch,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress: bool | None = None,
+    ) -> NDArray[np.float32]:
+        """[n, dim] embeddings of already tokenised texts (``tokenize_texts``), length-sorted batches."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        return self._encode_tokens(tokens, batch_size, normalize, show_progress, None)
+
+    def _encode_tokens(
+        self,
+        tokens: TokenBatch,
+        batch_size: int,
+        normalize: bool | None,
+        show_progress: bool | None,
+        prompt_length: int | None,
+    ) -> NDArray[np.float32]:
+        n = len(tokens.ids)
+        out = np.empty((n, self.dimension), dtype=np.float32)
+        if n == 0:
+            return out
         if self.training:
             self.eval()
-        tokens = self.transformer.tokenize_unpadded(items)
-        order = np.argsort(-tokens.lengths, kind="stable")  # longest first: less padding per batch
-        prompt_length = self._prompt_length(prompt) if prompt else None
-        out = np.empty((len(items), self.dimension), dtype=np.float32)
-        starts = range(0, len(items), batch_size)
+        lengths = np.fromiter((len(x) for x in tokens.ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first: less padding per batch
+        starts = range(0, n, batch_size)
         if show_progress is None:
             show_progress = sys.stderr.isatty() and len(starts) > 1
         device = self.device
@@ -172,7 +210,7 @@ class SentenceEncoder(nn.Module):
             if normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             out[rows] = emb.float().cpu().numpy()
-        return EncodeResult(out, tokens.truncated)
+        return out
 
     def _prompt_length(self, prompt: str) -> int:
         # Tokens of the prompt without its closing special token, as sentence-transformers counts.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -36,27 +34,9 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def readme_sentences(folder: Path, limit: int) -> list[str]:
-    """Prose lines of a model card (no code, tables or headings): a fallback calibration set."""
-    file = folder / "README.md"
-    if not file.is_file():
-        return []
-    out: list[str] = []
-    in_code = False
-    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.lstrip().startswith("```"):
-            in_code = not in_code
-            continue
-        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line).strip(" -*>")
-        if in_code or len(text) < 25 or text.startswith(("#", "|", "<", "{", "!")):
-            continue
-        out.append(text)
-    return out[:limit]
-
-
 def run(args: argparse.Namespace) -> int:
     from biencoder.resolve import resolve_model_path
-    from biencoder.runtime.export import ExportConfig, export
+    from biencoder.runtime.export import ExportConfig, export, readme_sentences
 
     if args.max_texts < 8:
         raise ValueError(f"--max-texts must be at least 8, got {args.max_texts}")

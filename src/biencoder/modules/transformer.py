@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from biencoder.modules.errors import ModelFolderError
+from biencoder.protocol import TokenBatch, Tokens
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +29,8 @@ CONFIG_FILE = "sentence_bert_config.json"
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-@dataclass(frozen=True, slots=True)
-class TokenizedTexts:
-    """Unpadded token ids of a list of texts, and which of them were cut at max_seq_length."""
-
-    ids: list[list[int]]
-    type_ids: list[list[int]]
-    truncated: np.ndarray  # bool [n]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+# The unpadded ids of some texts and which were truncated (one type for both runtimes).
+TokenizedTexts = Tokens
 
 
 class Transformer(nn.Module):
@@ -87,6 +78,11 @@ class Transformer(nn.Module):
     def dimension(self) -> int:
         return int(self.model.config.hidden_size)
 
+    @property
+    def backend(self) -> Tokenizer:
+        """The Rust tokenizer, set to truncate at ``max_seq_length`` without padding."""
+        return self._backend
+
     def _make_backend(self) -> Tokenizer:
         backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
         backend.no_padding()
@@ -108,7 +104,7 @@ class Transformer(nn.Module):
         )
 
     def collate(
-        self, tokens: TokenizedTexts, rows: Sequence[int] | np.ndarray | None = None
+        self, tokens: TokenBatch, rows: Sequence[int] | np.ndarray | None = None
     ) -> dict[str, Tensor]:
         """Pad the chosen rows into int64 tensors [b, longest]."""
         rows = range(len(tokens.ids)) if rows is None else [int(i) for i in rows]

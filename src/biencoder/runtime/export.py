@@ -12,6 +12,7 @@ does not.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,6 +152,24 @@ def export(
         staged.write_text(parity_table(result), encoding="utf-8")
         staged.chmod(0o644)
     return result
+
+
+def readme_sentences(folder: Path, limit: int) -> list[str]:
+    """Prose lines of a model card (no code, tables or headings): a fallback calibration set."""
+    file = folder / "README.md"
+    if not file.is_file():
+        return []
+    out: list[str] = []
+    in_code = False
+    for line in file.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+            continue
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line).strip(" -*>")
+        if in_code or len(text) < 25 or text.startswith(("#", "|", "<", "{", "!")):
+            continue
+        out.append(text)
+    return out[:limit]
 
 
 def _torch_export(transformer: Any, path: Path, opset: int) -> None:

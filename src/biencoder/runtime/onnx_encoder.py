@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from biencoder import similarity as sim
-from biencoder.protocol import check_texts
+from biencoder.protocol import TokenBatch, check_texts
 from biencoder.resolve import resolve_model_path
 from biencoder.runtime.pooling import Head, load_head
 from biencoder.runtime.tokenizer import ModelFolderError, TextTokenizer, Tokens, read_json
@@ -145,6 +145,16 @@ class OnnxEncoder:
     def max_seq_length(self) -> int:
         return self.tokenizer.max_seq_length
 
+    @property
+    def normalizes(self) -> bool:
+        """Whether the model's own pipeline L2-normalises its output."""
+        return self.head.normalize
+
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The truncating Rust tokenizer (``tokenizers.Tokenizer``)."""
+        return self.tokenizer.backend
+
     # -- encode ----------------------------------------------------------------------------------
 
     def encode(
@@ -163,9 +173,8 @@ class OnnxEncoder:
         items, single = check_texts(texts)
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        out = np.empty((len(items), self.dimension), dtype=np.float32)
         if not items:
-            return out
+            return np.empty((0, self.dimension), dtype=np.float32)
         tokens = self.tokenizer.tokenize(items)
         if tokens.truncated.any():
             logger.info(
@@ -174,16 +183,36 @@ class OnnxEncoder:
                 len(items),
                 self.max_seq_length,
             )
+        out = self.encode_tokens(tokens, batch_size, normalize, show_progress)
+        return out[0] if single else out
+
+    def tokenize_texts(self, texts: Sequence[str]) -> Tokens:
+        """Unpadded ids with special tokens, cut at ``max_seq_length`` (no model call)."""
+        return self.tokenizer.tokenize(texts)
+
+    def encode_tokens(
+        self,
+        tokens: TokenBatch,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress: bool | None = None,
+    ) -> NDArray[np.float32]:
+        """[n, dim] embeddings of already tokenised texts, run in length-sorted calls."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        out = np.empty((len(tokens.ids), self.dimension), dtype=np.float32)
+        if not tokens.ids:
+            return out
         rows_per_call = min(batch_size, self.settings.run_rows)
         batches = list(length_sorted_batches(tokens, rows_per_call, self.settings.run_tokens))
         if show_progress is None:
             show_progress = sys.stderr.isatty() and len(batches) > 1
         for rows in _progress(batches, show_progress):
             out[rows] = self.forward_rows(tokens, rows, normalize)
-        return out[0] if single else out
+        return out
 
     def forward_rows(
-        self, tokens: Tokens, rows: NDArray[np.int64], normalize: bool | None = None
+        self, tokens: TokenBatch, rows: NDArray[np.int64], normalize: bool | None = None
     ) -> NDArray[np.float32]:
         """Sentence embeddings of the chosen rows of already tokenised texts."""
         batch = self.tokenizer.collate(tokens, rows)
@@ -208,13 +237,13 @@ class OnnxEncoder:
 
 
 def length_sorted_batches(
-    tokens: Tokens, batch_size: int, max_tokens: int | None = None
+    tokens: TokenBatch, batch_size: int, max_tokens: int | None = None
 ) -> Iterator[NDArray[np.int64]]:
     """Row indices in batches of similar length, longest first: little padding per batch.
 
     With ``max_tokens`` a batch also holds at most that many padded tokens (at least one row).
     """
-    lengths = tokens.lengths
+    lengths = np.fromiter((len(x) for x in tokens.ids), dtype=np.int64, count=len(tokens.ids))
     order = np.argsort(-lengths, kind="stable")
     start = 0
     while start < len(order):

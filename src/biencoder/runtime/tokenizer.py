@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from tokenizers import Tokenizer
 
 from biencoder.data.texts import read_json_object
+from biencoder.protocol import TokenBatch, Tokens
 
 logger = logging.getLogger(__name__)
 
@@ -47,19 +48,6 @@ class Batch:
     input_ids: NDArray[np.int64]
     attention_mask: NDArray[np.int64]
     token_type_ids: NDArray[np.int64]
-
-
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Unpadded ids of a list of texts and which were cut at max_seq_length."""
-
-    ids: list[list[int]]
-    type_ids: list[list[int]]
-    truncated: NDArray[np.bool_]
-
-    @property
-    def lengths(self) -> NDArray[np.int64]:
-        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
 
 class TextTokenizer:
@@ -111,6 +99,11 @@ class TextTokenizer:
             padding_side=str(tok_config.get("padding_side", "right")),
         )
 
+    @property
+    def backend(self) -> Tokenizer:
+        """The Rust tokenizer, set to truncate at ``max_seq_length`` without padding."""
+        return self._tokenizer
+
     def tokenize(self, texts: Sequence[str]) -> Tokens:
         """Unpadded ids with special tokens, cut at ``max_seq_length``."""
         if self.do_lower_case:
@@ -122,7 +115,7 @@ class TextTokenizer:
             truncated=np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(encodings)),
         )
 
-    def collate(self, tokens: Tokens, rows: Sequence[int] | NDArray[np.int64]) -> Batch:
+    def collate(self, tokens: TokenBatch, rows: Sequence[int] | NDArray[np.int64]) -> Batch:
         """Pad the chosen rows to the longest of them."""
         width = max((len(tokens.ids[i]) for i in rows), default=0)
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
