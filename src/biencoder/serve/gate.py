@@ -1,0 +1,170 @@
+"""The ASGI gate in front of every route: draining, API key, concurrency, body size, metrics.
+
+Refusals happen here, before a route runs: while draining (503), without the key (401), beyond
+``max_concurrent_requests`` (429 with Retry-After, at once), and a body over ``payload_limit``
+(413 from the Content-Length header alone, or as soon as a chunked body passes the limit).
+The body is read here and replayed to the app, so the app never sees a partial one.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from biencoder.serve.errors import error_response
+from biencoder.serve.metrics import Metrics
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+DOC_PATHS = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+
+class ServerState:
+    """What the gate and the routes share: draining, requests in flight."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+
+
+class Gate:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        state: ServerState,
+        metrics: Metrics,
+        routes: frozenset[str],
+        api_key: str | None,
+        max_concurrent_requests: int,
+        payload_limit: int,
+    ) -> None:
+        self.app = app
+        self.state = state
+        self.metrics = metrics
+        self.routes = routes
+        self.api_key = api_key.encode() if api_key else None
+        self.max_concurrent = max_concurrent_requests
+        self.payload_limit = payload_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        route = path if path in self.routes else "other"
+        start = time.perf_counter()
+        status_box = [500]
+
+        async def send_tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = int(message["status"])
+            await send(message)
+
+        try:
+            if path in OPEN_PATHS:
+                await self.app(scope, receive, send_tracked)
+            else:
+                await self._guarded(scope, receive, send_tracked, path)
+        finally:
+            self.metrics.requests.labels(route, str(status_box[0])).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        refusal = self._refusal(scope, path)
+        if refusal is not None:
+            self.metrics.rejected.labels(refusal[2]).inc()
+            await _drain_then(error_response(path, refusal[0], refusal[1], headers=refusal[3]), scope, send)
+            return
+        self.state.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            body = await self._read_body(receive)
+            if body is None:
+                self.metrics.rejected.labels("payload").inc()
+                message = f"request body exceeds the payload limit of {self.payload_limit} bytes"
+                await error_response(path, 413, message)(scope, receive, send)
+                return
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            self.state.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    def _refusal(self, scope: Scope, path: str) -> tuple[int, str, str, dict[str, str] | None] | None:
+        if self.state.draining:
+            headers = {"Connection": "close", "Retry-After": "1"}
+            return 503, "the server is shutting down; retry on another replica", "draining", headers
+        if self.api_key is not None and path not in DOC_PATHS and not self._authorized(scope):
+            return 401, "missing or wrong API key: send `Authorization: Bearer <key>`", "auth", None
+        if self.state.in_flight >= self.max_concurrent:
+            message = f"too many concurrent requests (limit {self.max_concurrent}); retry shortly"
+            return 429, message, "overloaded", {"Retry-After": "1"}
+        length = _header(scope, b"content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                return 400, f"invalid Content-Length header {length.decode(errors='replace')!r}", "bad", None
+            if size > self.payload_limit:
+                message = f"request body of {size} bytes exceeds the payload limit of {self.payload_limit}"
+                return 413, message, "payload", None
+        return None
+
+    def _authorized(self, scope: Scope) -> bool:
+        value = _header(scope, b"authorization") or b""
+        scheme, _, token = value.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key or b"")
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None as soon as it passes the payload limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.payload_limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the buffered body once, then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _drain_then(response: Any, scope: Scope, send: Send) -> None:
+    """Answer a refusal without reading the body."""
+
+    async def no_body() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await response(scope, no_body, send)

@@ -1,0 +1,176 @@
+"""Request and response bodies of every route (pydantic), so /openapi.json and /docs are real.
+
+Requests are strict: a number is not a string, a nested object is not a list. The OpenAI route
+also accepts token-id inputs in its schema, only to refuse them with a message that says why
+(what LangChain's OpenAIEmbeddings sends by default).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+TokenIds = list[StrictInt]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- OpenAI ------------------------------------------------------------------------------------
+
+
+class EmbeddingRequest(_Request):
+    input: StrictStr | list[StrictStr] | TokenIds | list[TokenIds] = Field(
+        description="a text or a list of texts (token ids are refused: this server has its own vocabulary)"
+    )
+    model: StrictStr | None = Field(default=None, description="one of the served model names")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="float: JSON numbers; base64: little-endian float32 bytes"
+    )
+    dimensions: StrictInt | None = Field(
+        default=None, description="keep the first N dimensions, then L2-normalise (Matryoshka)"
+    )
+    user: StrictStr | None = None
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+    truncated: bool = Field(description="whether the input was cut at the model's max_seq_length")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorBody
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+class SearchRequest(_Request):
+    query: StrictStr | None = Field(default=None, description="one query (or give `queries`)")
+    queries: list[StrictStr] | None = Field(default=None, description="several queries")
+    k: StrictInt = Field(default=10, description="hits per query")
+    model: StrictStr | None = None
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    text: str | None = None
+
+
+class SearchItem(BaseModel):
+    object: Literal["search_result"] = "search_result"
+    index: int
+    query: str
+    hits: list[Hit]
+    truncated: bool
+
+
+class SearchResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[SearchItem]
+    model: str
+    usage: Usage
+
+
+# -- TEI ---------------------------------------------------------------------------------------
+
+
+class EmbedRequest(_Request):
+    inputs: StrictStr | list[StrictStr]
+    truncate: StrictBool | None = Field(
+        default=None, description="cut long inputs (default: the server's --auto-truncate)"
+    )
+    normalize: StrictBool = True
+    dimensions: StrictInt | None = None
+    prompt_name: StrictStr | None = Field(default=None, description="a prompt of the model's config")
+
+
+class SimilarityInputs(_Request):
+    source_sentence: StrictStr
+    sentences: list[StrictStr]
+
+
+class SimilarityRequest(_Request):
+    inputs: SimilarityInputs
+    truncate: StrictBool | None = None
+    prompt_name: StrictStr | None = None
+
+
+class TokenizeRequest(_Request):
+    inputs: StrictStr | list[StrictStr]
+    add_special_tokens: StrictBool = True
+    prompt_name: StrictStr | None = None
+
+
+class SimpleToken(BaseModel):
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class TEIError(BaseModel):
+    error: str
+    error_type: str
+
+
+class Info(BaseModel):
+    model_id: str
+    served_model_names: list[str]
+    model_type: dict[str, dict[str, str]]
+    dimension: int
+    max_input_length: int
+    similarity_fn_name: str
+    backend: str
+    precision: str
+    max_concurrent_requests: int
+    max_batch_tokens: int
+    max_batch_requests: int | None
+    max_client_batch_size: int
+    payload_limit: int
+    max_input_chars: int
+    auto_truncate: bool
+    index: dict[str, Annotated[int | str, Field()]] | None
+    version: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unhealthy", "draining"]
+    detail: str | None = None
