@@ -190,13 +190,9 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         embedder.check_texts(texts, param)
         out = await embedder.embed(texts, request.receive, normalize=served.encoder.normalizes, param=param)
         result = await anyio.to_thread.run_sync(lambda: index.search(out.vectors, req.k))
-        texts_of = getattr(index, "texts_of", None)
         data = []
         for i, text in enumerate(texts):
             hits = result.hits(i)
-            if texts_of is not None:
-                for hit, body_text in zip(hits, texts_of([h["id"] for h in hits]), strict=True):
-                    hit["text"] = body_text
             data.append(
                 {
                     "object": "search_result",

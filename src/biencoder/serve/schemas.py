@@ -90,7 +90,6 @@ class SearchRequest(_Request):
 class Hit(BaseModel):
     id: str
     score: float
-    text: str | None = None
 
 
 class SearchItem(BaseModel):

@@ -1,0 +1,176 @@
+"""The app in-process: search over an index, health, metrics, info, the OpenAPI document, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biencoder.serve.config import ServeConfig
+
+CORPUS = [
+    "the cat sat on the mat",
+    "a dog runs in the park",
+    "fish swim in the river by the house",
+    "birds fly over the green trees",
+    "what is a vector search model",
+    "the small red house by the river",
+]
+
+
+@pytest.fixture()
+def search_client(tiny_onnx: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    from biencoder.index import Index
+    from biencoder.serve.app import create_app
+    from biencoder.serve.model import load_served_model
+
+    served = load_served_model(str(tiny_onnx))
+    index = Index(served.encoder.dimension)
+    index.add([f"d{i}" for i in range(len(CORPUS))], served.encoder.encode(CORPUS))
+    index.save(tmp_path / "index")
+    app = create_app(served, ServeConfig(model=str(tiny_onnx)), Index.load(tmp_path / "index"))
+    with TestClient(app) as client:
+        client.encoder = served.encoder  # type: ignore[attr-defined]
+        client.index = index  # type: ignore[attr-defined]
+        yield client
+
+
+def test_search_equals_in_process_index_search(search_client) -> None:  # type: ignore[no-untyped-def]
+    queries = ["a cat on a mat", "houses near rivers"]
+    r = search_client.post("/v1/search", json={"queries": queries, "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = search_client.index.search(search_client.encoder.encode(queries), 3)
+    assert [d["query"] for d in body["data"]] == queries
+    for i, item in enumerate(body["data"]):
+        assert [h["id"] for h in item["hits"]] == expected.ids[i]
+        assert np.allclose([h["score"] for h in item["hits"]], expected.scores[i], atol=1e-5)
+    assert body["usage"]["prompt_tokens"] > 0 and body["object"] == "list"
+    one = search_client.post("/v1/search", json={"query": queries[0], "k": 100}).json()
+    assert len(one["data"]) == 1 and len(one["data"][0]["hits"]) == len(CORPUS)  # k capped at the corpus
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"k": 3}, "query"), ({"query": "a", "queries": ["b"]}, "query"), ({"query": "a", "k": 0}, "k"),
+     ({"query": "a", "k": 10**6}, "k"), ({"queries": []}, "queries"), ({"query": ""}, "query")],
+)  # fmt: skip
+def test_search_refusals(search_client, body, param) -> None:  # type: ignore[no-untyped-def]
+    r = search_client.post("/v1/search", json=body)
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == param and r.json()["error"]["message"]
+
+
+def test_info_health_metrics(search_client) -> None:  # type: ignore[no-untyped-def]
+    info = search_client.get("/info").json()
+    assert info["backend"] == "onnx" and info["precision"] == "fp32"
+    assert info["dimension"] == search_client.encoder.dimension
+    assert info["max_input_length"] == search_client.encoder.max_seq_length
+    assert info["index"]["rows"] == len(CORPUS)
+    assert search_client.get("/health").json() == {"status": "ok"}
+    search_client.post("/embed", json={"inputs": ["one", "two " * 400]})
+    text = search_client.get("/metrics").text
+    for name in ("biencoder_requests_total", "biencoder_queue_duration_seconds_bucket",
+                 "biencoder_inference_duration_seconds_bucket", "biencoder_batch_size_bucket",
+                 "biencoder_batch_padded_tokens_bucket", "biencoder_queue_depth",
+                 "biencoder_truncated_inputs_total 1.0", 'route="/embed",status="200"'):  # fmt: skip
+        assert name in text, name
+
+
+def test_health_reports_a_stuck_worker(tiny_client) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    batcher = tiny_client.app.state.batcher
+    assert tiny_client.get("/health").status_code == 200
+    batcher.busy_since = time.perf_counter() - 3600  # as if one batch had run for an hour
+    r = tiny_client.get("/health")
+    assert r.status_code == 503 and "one batch" in r.json()["detail"]
+    batcher.busy_since = None
+    batcher.last_done = time.perf_counter() - 60  # idle for a minute: /health probes the model
+    assert tiny_client.get("/health").status_code == 200
+    assert time.perf_counter() - batcher.last_done < 5
+
+
+def test_openapi_document_lists_every_route_with_its_bodies(tiny_client) -> None:  # type: ignore[no-untyped-def]
+    doc = tiny_client.get("/openapi.json").json()
+    for path in ("/v1/embeddings", "/v1/search", "/v1/models", "/embed", "/similarity", "/tokenize", "/info",
+                 "/health", "/metrics"):  # fmt: skip
+        assert path in doc["paths"], path
+    schemas = doc["components"]["schemas"]
+    names = ["EmbeddingRequest", "EmbeddingResponse", "EmbedRequest", "SimilarityRequest", "SimilarityInputs"]
+    names += ["SearchRequest", "TokenizeRequest", "OpenAIError", "TEIError"]
+    for name in names:
+        assert name in schemas, name
+    body = doc["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/EmbeddingRequest"}
+    assert tiny_client.get("/docs").status_code == 200
+
+
+def test_models_route_and_model_names(tiny_client) -> None:  # type: ignore[no-untyped-def]
+    assert [m["id"] for m in tiny_client.get("/v1/models").json()["data"]] == ["tiny"]
+    assert ServeConfig(model="/a/b/all-MiniLM-L6-v2/").model_names == (
+        "/a/b/all-MiniLM-L6-v2/",
+        "all-MiniLM-L6-v2",
+    )
+    assert ServeConfig(model="m", served_model_names=("x", "y")).model_names == ("x", "y")
+
+
+def test_tokenize_gives_ids_offsets_and_special_flags(tiny_client) -> None:  # type: ignore[no-untyped-def]
+    tokens = tiny_client.post("/tokenize", json={"inputs": "the cat"}).json()[0]
+    assert [t["special"] for t in tokens] == [True, False, False, True]
+    assert [t["text"] for t in tokens[1:3]] == ["the", "cat"]
+    assert (tokens[1]["start"], tokens[1]["stop"]) == (0, 3)
+    plain = tiny_client.post("/tokenize", json={"inputs": ["the cat"], "add_special_tokens": False}).json()[0]
+    assert [t["id"] for t in plain] == [t["id"] for t in tokens[1:3]]
+
+
+def test_embed_truncate_false_gives_the_count_and_the_limit(tiny_client) -> None:  # type: ignore[no-untyped-def]
+    long = "the cat and the dog " * 100
+    r = tiny_client.post("/embed", json={"inputs": [long], "truncate": False})
+    assert r.status_code == 413
+    message = r.json()["error"]
+    assert "502 tokens" in message and "limit of" in message and r.json()["error_type"] == "Validation"
+    r = tiny_client.post("/embed", json={"inputs": [long]})  # the server's --auto-truncate (on)
+    assert r.status_code == 200 and r.headers["x-truncated-inputs"] == "1"
+
+
+def test_embed_normalize_false_and_dimensions(tiny_client) -> None:  # type: ignore[no-untyped-def]
+    raw = np.asarray(tiny_client.post("/embed", json={"inputs": ["the cat"], "normalize": False}).json())
+    unit = np.asarray(tiny_client.post("/embed", json={"inputs": ["the cat"]}).json())
+    assert np.allclose(unit, raw / np.linalg.norm(raw), atol=1e-6)
+    cut = np.asarray(tiny_client.post("/embed", json={"inputs": ["the cat"], "dimensions": 4}).json())
+    assert cut.shape == (1, 4) and np.allclose(cut, raw[:, :4] / np.linalg.norm(raw[:, :4]), atol=1e-6)
+
+
+def test_config_from_env_and_errors() -> None:
+    env = {"BIENCODER_API_KEY": "k", "BIENCODER_MAX_BATCH_TOKENS": "99", "BIENCODER_AUTO_TRUNCATE": "false",
+           "BIENCODER_SERVED_MODEL_NAMES": "a, b", "BIENCODER_HEALTH_TIMEOUT": "2.5"}  # fmt: skip
+    config = ServeConfig.from_env(env, max_batch_tokens=7)
+    assert config.api_key == "k" and config.max_batch_tokens == 7 and config.auto_truncate is False
+    assert config.served_model_names == ("a", "b") and config.health_timeout == 2.5
+    with pytest.raises(ValueError, match="BIENCODER_PORT='x'"):
+        ServeConfig.from_env({"BIENCODER_PORT": "x"})
+    with pytest.raises(ValueError, match="unknown backend 'tpu'; valid: onnx, torch"):
+        ServeConfig(backend="tpu")
+    with pytest.raises(ValueError, match="int8 needs --backend onnx"):
+        ServeConfig(backend="torch", precision="int8")
+    with pytest.raises(ValueError, match="max_concurrent_requests must be a positive integer"):
+        ServeConfig(max_concurrent_requests=0)
+
+
+def test_serve_help_lists_every_option_with_default() -> None:
+    from dataclasses import fields
+
+    from biencoder.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    help_text = " ".join(sub.choices["serve"].format_help().split())  # type: ignore[union-attr]
+    for f in fields(ServeConfig):
+        flag = "--served-model-name" if f.name == "served_model_names" else "--" + f.name.replace("_", "-")
+        assert flag in help_text, flag
+        assert f"env {ServeConfig.env_name(f.name)})" in help_text, f.name
+    assert "(default: 16384" in help_text and "(default: 512" in help_text and "(default: onnx" in help_text
