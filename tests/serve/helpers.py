@@ -62,7 +62,8 @@ class ServerProcess:
         raise TimeoutError(f"server not healthy within {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text(errors="replace")[-5000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -150,3 +150,17 @@ def test_memory_after_20000_requests_within_10_percent_of_after_1000(tiny_onnx: 
     growth = after_20000 / after_1000 - 1
     print(f"RSS after 1,000 requests {after_1000 / 1e6:.1f} MB, after 20,000 {after_20000 / 1e6:.1f} MB")
     assert growth <= 0.10
+
+
+def test_replicas_share_one_port_and_stop_together(tiny_onnx: Path) -> None:
+    server = ServerProcess(tiny_onnx, "--workers", "2").wait_ready()
+    try:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(20):
+                r = client.post(
+                    server.url + "/v1/embeddings", json={"input": TEXTS}, headers={"Connection": "close"}
+                )
+                assert r.status_code == 200
+    finally:
+        assert server.stop() == 0, server.output()
+    assert server.output().count("Application startup complete") == 2
