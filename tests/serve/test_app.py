@@ -174,3 +174,22 @@ def test_serve_help_lists_every_option_with_default() -> None:
         assert flag in help_text, flag
         assert f"env {ServeConfig.env_name(f.name)})" in help_text, f.name
     assert "(default: 16384" in help_text and "(default: 512" in help_text and "(default: onnx" in help_text
+
+
+def test_torch_backend_serves_the_same_vectors(tiny_onnx: Path, tiny_client) -> None:  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    from biencoder.serve.app import create_app
+    from biencoder.serve.model import load_served_model
+
+    served = load_served_model(str(tiny_onnx), backend="torch", device="cpu")
+    texts = ["the cat and the dog", "a small red house by the river " * 30, "fish"]
+    with TestClient(create_app(served, ServeConfig(model=str(tiny_onnx), backend="torch"))) as client:
+        body = client.post("/v1/embeddings", json={"input": texts}).json()
+        assert client.get("/info").json()["backend"] == "torch"
+    torch_vectors = np.asarray([d["embedding"] for d in body["data"]])
+    onnx_vectors = np.asarray(
+        [d["embedding"] for d in tiny_client.post("/v1/embeddings", json={"input": texts}).json()["data"]]
+    )
+    assert np.abs(torch_vectors - onnx_vectors).max() <= 1e-5
+    assert [d["truncated"] for d in body["data"]] == [False, True, False]
