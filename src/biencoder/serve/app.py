@@ -253,7 +253,8 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         texts = [req.inputs.source_sentence, *req.inputs.sentences]
         if not req.inputs.sentences:
             raise APIError(422, "`inputs.sentences` must not be empty", param="inputs")
-        embedder.check_texts(texts, "inputs")
+        embedder.check_texts([req.inputs.source_sentence], "inputs.source_sentence")
+        embedder.check_texts(req.inputs.sentences, "inputs.sentences")
         texts = embedder.with_prompt(texts, req.prompt_name)
         out = await embedder.embed(
             texts,
@@ -340,8 +341,14 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         return json_response({"status": status, "detail": problem}, status=503)
 
     app.add_api_route(
-        "/health", health, methods=["GET"], response_model=s.Health, responses={503: {"model": s.Health}}
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=s.Health,
+        responses={503: {"model": s.Health}},
     )
+
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     async def prometheus(_: Request) -> Response:
         metrics.queue_depth.set(batcher.queued_texts)
@@ -366,6 +373,7 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         api_key=config.api_key,
         max_concurrent_requests=config.max_concurrent_requests,
         payload_limit=config.payload_limit,
+        body_timeout=config.body_timeout,
     )
     return app
 

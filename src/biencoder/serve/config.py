@@ -54,6 +54,9 @@ class ServeConfig:
         default=True, metadata={"help": "TEI routes: truncate long inputs when the request does not say"}
     )
     max_k: int = field(default=1000, metadata={"help": "search: hits per query at most"})
+    body_timeout: float = field(
+        default=30.0, metadata={"help": "seconds a request body may take to arrive (else 408)"}
+    )
     health_timeout: float = field(
         default=30.0, metadata={"help": "seconds a model batch may run before /health reports 503"}
     )
@@ -91,7 +94,7 @@ class ServeConfig:
             raise ValueError(f"threads must be positive or unset, got {self.threads}")
         if self.max_batch_requests is not None and self.max_batch_requests < 1:
             raise ValueError(f"max_batch_requests must be positive or unset, got {self.max_batch_requests}")
-        for name in ("health_timeout", "graceful_timeout"):
+        for name in ("body_timeout", "health_timeout", "graceful_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.api_key is not None and not self.api_key.strip():

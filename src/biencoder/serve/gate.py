@@ -3,7 +3,8 @@
 Refusals happen here, before a route runs: while draining (503), without the key (401), beyond
 ``max_concurrent_requests`` (429 with Retry-After, at once), and a body over ``payload_limit``
 (413 from the Content-Length header alone, or as soon as a chunked body passes the limit).
-The body is read here and replayed to the app, so the app never sees a partial one.
+The body is read here, within ``body_timeout`` (408), and replayed to the app, so the app never
+sees a partial one: a client that disconnects mid-body is counted as 499 and nothing runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
 
 from biencoder.serve.errors import error_response
 from biencoder.serve.metrics import Metrics
@@ -26,12 +29,21 @@ OPEN_PATHS = frozenset({"/health", "/metrics"})
 DOC_PATHS = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
 
 
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
 class ServerState:
-    """What the gate and the routes share: draining, requests in flight."""
+    """What the gate and the routes share: draining, requests reading their body, in flight."""
 
     def __init__(self) -> None:
         self.draining = False
+        self.reading = 0
         self.in_flight = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.reading == 0 and self.in_flight == 0
 
 
 class Gate:
@@ -45,6 +57,7 @@ class Gate:
         api_key: str | None,
         max_concurrent_requests: int,
         payload_limit: int,
+        body_timeout: float = 30.0,
     ) -> None:
         self.app = app
         self.state = state
@@ -53,6 +66,7 @@ class Gate:
         self.api_key = api_key.encode() if api_key else None
         self.max_concurrent = max_concurrent_requests
         self.payload_limit = payload_limit
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +87,9 @@ class Gate:
                 await self.app(scope, receive, send_tracked)
             else:
                 await self._guarded(scope, receive, send_tracked, path)
+        except _ClientGone:
+            status_box[0] = 499  # nginx's "client closed request": nothing was sent
+            self.metrics.dropped.inc()
         finally:
             self.metrics.requests.labels(route, str(status_box[0])).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
@@ -83,15 +100,26 @@ class Gate:
             self.metrics.rejected.labels(refusal[2]).inc()
             await _drain_then(error_response(path, refusal[0], refusal[1], headers=refusal[3]), scope, send)
             return
+        self.state.reading += 1
+        body: bytes | None = b""
+        try:
+            with anyio.fail_after(self.body_timeout):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            refusal = 408, f"the request body did not arrive within {self.body_timeout:g} s", "timeout", None
+        finally:
+            self.state.reading -= 1
+        if body is None:
+            message = f"request body exceeds the payload limit of {self.payload_limit} bytes"
+            refusal = 413, message, "payload", None
+        if refusal is not None or body is None:
+            status, message, reason, headers = refusal or (413, "", "payload", None)
+            self.metrics.rejected.labels(reason).inc()
+            await _drain_then(error_response(path, status, message, headers=headers), scope, send)
+            return
         self.state.in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            body = await self._read_body(receive)
-            if body is None:
-                self.metrics.rejected.labels("payload").inc()
-                message = f"request body exceeds the payload limit of {self.payload_limit} bytes"
-                await error_response(path, 413, message)(scope, receive, send)
-                return
             await self.app(scope, _replay(body, receive), send)
         finally:
             self.state.in_flight -= 1
@@ -102,7 +130,8 @@ class Gate:
             headers = {"Connection": "close", "Retry-After": "1"}
             return 503, "the server is shutting down; retry on another replica", "draining", headers
         if self.api_key is not None and path not in DOC_PATHS and not self._authorized(scope):
-            return 401, "missing or wrong API key: send `Authorization: Bearer <key>`", "auth", None
+            message = "missing or wrong API key: send `Authorization: Bearer <key>`"
+            return 401, message, "auth", {"WWW-Authenticate": 'Bearer realm="biencoder"'}
         if self.state.in_flight >= self.max_concurrent:
             message = f"too many concurrent requests (limit {self.max_concurrent}); retry shortly"
             return 429, message, "overloaded", {"Retry-After": "1"}
@@ -123,13 +152,13 @@ class Gate:
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key or b"")
 
     async def _read_body(self, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it passes the payload limit."""
+        """The whole body, or None as soon as it passes the payload limit; _ClientGone if cut off."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.payload_limit:

@@ -56,7 +56,7 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.drain_timeout
         while time.monotonic() < deadline:
-            if self.app_state.in_flight == 0 and self.batcher.queued_texts == 0:
+            if self.app_state.idle and self.batcher.queued_texts == 0:
                 break
             await asyncio.sleep(_DRAIN_POLL)
         else:
