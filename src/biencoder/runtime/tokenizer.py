@@ -24,6 +24,8 @@ from biencoder.protocol import TokenBatch, Tokens
 logger = logging.getLogger(__name__)
 
 ST_CONFIG = "sentence_bert_config.json"
+# Up to this many texts are encoded one by one: encode_batch's thread pool only pays off beyond.
+_SERIAL_TEXTS = 4
 # transformers writes this sentinel for "no limit" (int(1e30)).
 _VERY_LARGE = 10**20
 
@@ -108,7 +110,10 @@ class TextTokenizer:
         """Unpadded ids with special tokens, cut at ``max_seq_length``."""
         if self.do_lower_case:
             texts = [t.lower() for t in texts]
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        if len(texts) <= _SERIAL_TEXTS:  # no thread-pool hand-off (and GIL release) for a few texts
+            encodings = [self._tokenizer.encode(t, add_special_tokens=True) for t in texts]
+        else:
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         return Tokens(
             ids=[e.ids for e in encodings],
             type_ids=[e.type_ids for e in encodings],

@@ -12,7 +12,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -38,6 +38,7 @@ from biencoder.serve.openapi import body, install_openapi
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 _TOKEN_IDS_MESSAGE = (
     "`input` holds token ids; this server takes texts only: token ids of another tokenizer (tiktoken) "
@@ -113,6 +114,13 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
     app.state.metrics = metrics
     app.state.embedder = embedder
 
+    direct: dict[tuple[str, str], Endpoint] = {}
+
+    def route(path: str, endpoint: Endpoint, method: str, **kw: Any) -> None:
+        """Register with FastAPI (the OpenAPI document) and for the gate's direct dispatch."""
+        app.add_api_route(path, endpoint, methods=[method], **kw)
+        direct[(method, path)] = endpoint
+
     def check_model(model: str | None) -> str:
         if model is None:
             return names[0]
@@ -148,10 +156,10 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         return json_response(content, headers=out.headers())
 
     for path in ("/v1/embeddings", "/embeddings"):
-        app.add_api_route(
+        route(
             path,
             embeddings,
-            methods=["POST"],
+            "POST",
             response_model=s.EmbeddingResponse,
             include_in_schema=path == "/v1/embeddings",
             summary="OpenAI-compatible embeddings",
@@ -164,10 +172,10 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         data = [{"id": n, "object": "model", "created": created, "owned_by": "biencoder"} for n in names]
         return json_response({"object": "list", "data": data})
 
-    app.add_api_route(
+    route(
         "/v1/models",
         models,
-        methods=["GET"],
+        "GET",
         response_model=s.ModelList,
         responses=_errors(s.OpenAIError, 401, 429, 503),
     )
@@ -207,10 +215,10 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
             {"object": "list", "data": data, "model": model, "usage": usage}, headers=out.headers()
         )
 
-    app.add_api_route(
+    route(
         "/v1/search",
         search,
-        methods=["POST"],
+        "POST",
         response_model=s.SearchResponse,
         summary="Embed queries and search the index in one request",
         openapi_extra=body(s.SearchRequest),
@@ -238,10 +246,10 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         )
         return json_response(out.vectors, headers=out.headers())
 
-    app.add_api_route(
+    route(
         "/embed",
         embed,
-        methods=["POST"],
+        "POST",
         response_model=list[list[float]],
         summary="TEI-compatible embeddings",
         openapi_extra=body(s.EmbedRequest),
@@ -266,10 +274,10 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         scores = served.encoder.similarity(out.vectors[:1], out.vectors[1:])[0]
         return json_response(np.asarray(scores, dtype=np.float32), headers=out.headers())
 
-    app.add_api_route(
+    route(
         "/similarity",
         similarity,
-        methods=["POST"],
+        "POST",
         response_model=list[float],
         summary="Similarity of a source sentence to each of the sentences",
         openapi_extra=body(s.SimilarityRequest),
@@ -284,10 +292,10 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         details = await anyio.to_thread.run_sync(embedder.token_details, texts, req.add_special_tokens)
         return json_response(details)
 
-    app.add_api_route(
+    route(
         "/tokenize",
         tokenize,
-        methods=["POST"],
+        "POST",
         response_model=list[list[s.SimpleToken]],
         summary="The tokens of each input",
         openapi_extra=body(s.TokenizeRequest),
@@ -327,9 +335,7 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         }
         return json_response(content)
 
-    app.add_api_route(
-        "/info", info, methods=["GET"], response_model=s.Info, responses=_errors(s.TEIError, 401, 429, 503)
-    )
+    route("/info", info, "GET", response_model=s.Info, responses=_errors(s.TEIError, 401, 429, 503))
 
     # -- operations --------------------------------------------------------------------------
 
@@ -340,24 +346,25 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         status = "draining" if state.draining else "unhealthy"
         return json_response({"status": status, "detail": problem}, status=503)
 
-    app.add_api_route(
+    route(
         "/health",
         health,
-        methods=["GET"],
+        "GET",
         response_model=s.Health,
         responses={503: {"model": s.Health}},
     )
 
     app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    direct[("HEAD", "/health")] = health
 
     async def prometheus(_: Request) -> Response:
         metrics.queue_depth.set(batcher.queued_texts)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.add_api_route(
+    route(
         "/metrics",
         prometheus,
-        methods=["GET"],
+        "GET",
         response_class=Response,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
@@ -370,12 +377,25 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
         state=state,
         metrics=metrics,
         routes=routes,
+        direct=direct,
+        on_error=respond_to_error,
         api_key=config.api_key,
         max_concurrent_requests=config.max_concurrent_requests,
         payload_limit=config.payload_limit,
         body_timeout=config.body_timeout,
     )
     return app
+
+
+def respond_to_error(request: Request, exc: Exception) -> Response:
+    """The response for an exception out of an endpoint, in the route's convention."""
+    path = request.url.path
+    if isinstance(exc, APIError):
+        return from_api_error(path, exc)
+    if isinstance(exc, ClientDisconnected):
+        return Response(status_code=499)
+    logger.error("unexpected error on %s", path, exc_info=exc)
+    return error_response(path, 500, f"internal error: {type(exc).__name__}")
 
 
 def _openai_texts(value: Any) -> list[str]:
@@ -414,13 +434,15 @@ def _errors(model: type[BaseModel], *codes: int) -> dict[int | str, dict[str, An
 
 
 def _install_handlers(app: FastAPI) -> None:
+    """FastAPI's own errors (no route, wrong method) in the routes' conventions."""
+
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> Response:
-        return from_api_error(request.url.path, exc)
+        return respond_to_error(request, exc)
 
     @app.exception_handler(ClientDisconnected)
     async def gone(request: Request, exc: ClientDisconnected) -> Response:
-        return Response(status_code=499)
+        return respond_to_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -440,5 +462,4 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unexpected error on %s", request.url.path)
-        return error_response(request.url.path, 500, f"internal error: {type(exc).__name__}")
+        return respond_to_error(request, exc)

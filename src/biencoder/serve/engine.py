@@ -191,16 +191,21 @@ class Embedder:
         if receive is None:
             return await job.future
         watcher = asyncio.ensure_future(_disconnected(receive))
+
+        def client_gone(w: asyncio.Future[None]) -> None:
+            if not w.cancelled():
+                self.batcher.cancel(job)
+
+        watcher.add_done_callback(client_gone)
         try:
-            await asyncio.wait({job.future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            return await job.future
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():  # the client went away, not the server
+                self.metrics.dropped.inc()
+                raise ClientDisconnected from None
+            raise
         finally:
-            if not watcher.done():
-                watcher.cancel()
-        if not job.future.done():
-            self.batcher.cancel(job)
-            self.metrics.dropped.inc()
-            raise ClientDisconnected
-        return job.future.result()
+            watcher.cancel()
 
     def _too_long(self, texts: list[str], truncated: NDArray[np.bool_], param: str) -> APIError:
         i = int(np.flatnonzero(truncated)[0])
