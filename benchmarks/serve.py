@@ -440,6 +440,10 @@ def main() -> None:
 
 def print_summary(results: dict[str, Any]) -> None:
     w = results["workloads"]
+    print("\n| server | ready in (s) | mean cosine to sentence-transformers |")
+    print("|---|---:|---:|")
+    for name, r in results["servers"].items():
+        print(f"| {name} | {r['startup_s']:.1f} | {r['mean_cosine_to_st']:.5f} |")
     print("\n| workload | server | req/s | texts/s | p50 ms | p99 ms | errors |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for key, rows in w.items():
@@ -456,28 +460,25 @@ def print_summary(results: dict[str, Any]) -> None:
 
     print("\nRatios (texts/s):")
     for ours in ("ours-fp32", "ours-int8"):
-        print(
-            f"  {ours}: query x32 vs batching off {ratio('query x32', ours, 'ours-nobatch')}, "
-            f"vs infinity torch {ratio('query x32', ours, 'infinity-torch')}; passages x4 vs infinity torch "
-            f"{ratio('passages32 x4', ours, 'infinity-torch')}"
-        )
         precision = ours.split("-")[1]
+        off = "ours-nobatch" if precision == "fp32" else "ours-int8-nobatch"
+        print(
+            f"  {ours}: query x32 vs batching off {ratio('query x32', ours, off)}, vs infinity torch "
+            f"{ratio('query x32', ours, 'infinity-torch')}, vs infinity optimum "
+            f"{ratio('query x32', ours, 'infinity-optimum')}; passages x4 vs infinity torch "
+            f"{ratio('passages32 x4', ours, 'infinity-torch')}, vs infinity optimum "
+            f"{ratio('passages32 x4', ours, 'infinity-optimum')}"
+        )
         ceil = results["ceiling"].get(precision)
-        if ceil and ours in w.get("query x32", {}):
-            print(
-                f"  {ours}: query x32 vs in-process encode "
-                f"{w['query x32'][ours]['texts_s'] / ceil['query']:.2f}"
-            )
-        if ceil:
-            print(
-                f"  {ours}: in-process queries, batches of 32 vs one by one "
-                f"{ceil['query'] / ceil['query_one_by_one']:.2f} (the most batching can gain)"
-            )
-        if ceil and ours in w.get("passages32 x4", {}):
-            print(
-                f"  {ours}: passages x4 vs in-process encode "
-                f"{w['passages32 x4'][ours]['texts_s'] / ceil['passages32']:.2f}"
-            )
+        if not ceil:
+            continue
+        print(
+            f"  {ours}: in-process queries, batches of 32 vs one by one "
+            f"{ceil['query'] / ceil['query_one_by_one']:.2f} (the most batching can gain)"
+        )
+        for key, name in (("query x32", "query"), ("passages32 x4", "passages32")):
+            if ours in w.get(key, {}):
+                print(f"  {ours}: {key} vs in-process encode {w[key][ours]['texts_s'] / ceil[name]:.2f}")
 
 
 if __name__ == "__main__":

@@ -193,3 +193,43 @@ def test_torch_backend_serves_the_same_vectors(tiny_onnx: Path, tiny_client) -> 
     )
     assert np.abs(torch_vectors - onnx_vectors).max() <= 1e-5
     assert [d["truncated"] for d in body["data"]] == [False, True, False]
+
+
+def test_beyond_max_concurrent_requests_the_answer_is_429_at_once(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from starlette.testclient import TestClient
+
+    from biencoder.serve.app import create_app
+    from biencoder.serve.model import ServedModel
+    from tests.serve.helpers import RecordingEncoder
+
+    encoder = RecordingEncoder()
+    encoder.gate.clear()  # the model holds every batch until released
+    served = ServedModel(encoder, tmp_path, "onnx", "fp32", {})  # type: ignore[arg-type]
+    config = ServeConfig(model="fake", max_concurrent_requests=2)
+    with TestClient(create_app(served, config)) as client:
+        statuses: list[int] = []
+        held = [
+            threading.Thread(
+                target=lambda: statuses.append(client.post("/embed", json={"inputs": "a"}).status_code)
+            )
+            for _ in range(2)
+        ]
+        for t in held:
+            t.start()
+        deadline = time.monotonic() + 10
+        while client.app.state.biencoder.in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        r = client.post("/v1/embeddings", json={"input": "b"})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert time.monotonic() - started < 2  # refused at once, not queued
+        assert r.json()["error"]["type"] == "rate_limit_error" and "limit 2" in r.json()["error"]["message"]
+        assert client.get("/health").status_code == 200  # open even when full, and the worker is busy, not stuck
+        encoder.gate.set()
+        for t in held:
+            t.join(10)
+        assert statuses == [200, 200]
+        assert client.post("/embed", json={"inputs": "c"}).status_code == 200

@@ -3,54 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pytest
 
-from biencoder.protocol import TokenBatch, TokenEncoder, Tokens
+from biencoder.protocol import TokenEncoder
 from biencoder.serve.batcher import Batcher, BatcherClosed, BatchStats
-
-
-class RecordingEncoder:
-    """Row i of a text is [token count, first id]; every encode_tokens call is recorded."""
-
-    dimension = 2
-    similarity_fn_name = "cosine"
-    max_seq_length = 16
-    normalizes = False
-    backend_tokenizer = None
-
-    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
-        self.calls: list[list[list[int]]] = []
-        self.delay = delay
-        self.fail = fail
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def tokenize_texts(self, texts: Sequence[str]) -> Tokens:
-        ids = [[len(t), *range(len(t))][: self.max_seq_length] for t in texts]
-        return Tokens(ids, [[0] * len(i) for i in ids], np.array([len(t) + 1 > 16 for t in texts]))
-
-    def encode_tokens(self, tokens: TokenBatch, batch_size: int = 32, normalize: bool | None = None) -> Any:
-        self.gate.wait()
-        self.calls.append([list(r) for r in tokens.ids])
-        if self.delay:
-            time.sleep(self.delay)
-        if self.fail:
-            raise RuntimeError("boom")
-        return np.array([[len(r), r[0]] for r in tokens.ids], dtype=np.float32)
-
-    def encode(
-        self, texts: Any, batch_size: int = 32, normalize: bool | None = None, show_progress: Any = None
-    ) -> Any:
-        return self.encode_tokens(self.tokenize_texts(list(texts)))
-
-    def similarity(self, a: Any, b: Any) -> Any:
-        return np.asarray(a) @ np.asarray(b).T
+from tests.serve.helpers import RecordingEncoder
 
 
 def run(coro: Any) -> Any:
