@@ -154,6 +154,9 @@ def test_memory_after_20000_requests_within_10_percent_of_after_1000(tiny_onnx: 
 
 def test_replicas_share_one_port_and_stop_together(tiny_onnx: Path) -> None:
     server = ServerProcess(tiny_onnx, "--workers", "2").wait_ready()
+    deadline = time.monotonic() + 60
+    while server.output().count("Application startup complete") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
     try:
         with httpx.Client(timeout=30) as client:
             for _ in range(20):

@@ -71,6 +71,9 @@ def serve(config: ServeConfig, *, log_level: str = "info", reuse_port: bool = Fa
     from biencoder.serve.app import create_app
     from biencoder.serve.model import load_served_model
 
+    # Until uvicorn installs its own handlers: a stop signal while loading ends the process cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_while_loading)
     served = load_served_model(config.model, config.backend, config.precision, config.device, config.threads)
     index = _load_index(config.index) if config.index else None
     app = create_app(served, config, index)
@@ -88,6 +91,11 @@ def serve(config: ServeConfig, *, log_level: str = "info", reuse_port: bool = Fa
     sockets = [_reuse_port_socket(config.host, config.port)] if reuse_port else None
     server.run(sockets=sockets)
     return 0
+
+
+def _exit_while_loading(sig: int, _: FrameType | None) -> None:
+    logger.info("signal %d before the server started: exiting", sig)
+    raise SystemExit(0)
 
 
 def _load_index(path: str) -> Any:
