@@ -233,3 +233,36 @@ def test_beyond_max_concurrent_requests_the_answer_is_429_at_once(tmp_path: Path
             t.join(10)
         assert statuses == [200, 200]
         assert client.post("/embed", json={"inputs": "c"}).status_code == 200
+
+
+def test_a_folder_without_a_graph_is_exported_once_in_place_or_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    from biencoder.serve.model import ensure_onnx, load_served_model
+    from tests.tiny import build_tiny_encoder
+
+    writable = build_tiny_encoder(tmp_path / "writable")
+    served = load_served_model(str(writable))  # no onnx/ yet: exported into the folder
+    assert served.folder == writable and (writable / "onnx" / "model.onnx").is_file()
+    mtime = os.stat(writable / "onnx" / "model.onnx").st_mtime_ns
+    assert ensure_onnx(writable, "fp32") == writable  # once: the second start reuses it
+    assert os.stat(writable / "onnx" / "model.onnx").st_mtime_ns == mtime
+
+    monkeypatch.setenv("BIENCODER_CACHE", str(tmp_path / "cache"))
+    read_only = build_tiny_encoder(tmp_path / "read-only")
+    read_only.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(read_only)))
+    try:
+        served = load_served_model(str(read_only))
+    finally:
+        read_only.chmod(stat.S_IRWXU)
+    assert str(served.folder).startswith(str(tmp_path / "cache")) and not (read_only / "onnx").exists()
+    assert (served.folder / "onnx" / "model.onnx").is_file() and (served.folder / "tokenizer.json").is_file()
+    texts = ["the cat and the dog", "fish"]
+    assert (
+        np.abs(served.encoder.encode(texts) - load_served_model(str(writable)).encoder.encode(texts)).max()
+        < 1e-6
+    )
