@@ -35,8 +35,14 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-steps", type=int, help="stop after N steps (overrides --epochs)")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    p.add_argument("--loss", choices=["mnrl", "cached_mnrl"])
+    p.add_argument("--loss", choices=["mnrl", "cached_mnrl", "gist"])
     p.add_argument("--mini-batch-size", type=int, help="cached_mnrl: rows per forward pass")
+    p.add_argument(
+        "--guide", dest="guide_model", help="gist: guide model masking false negatives (same tokenizer)"
+    )
+    p.add_argument("--gist-temperature", type=float, help="gist: cosine / temperature (default 0.01)")
+    p.add_argument("--gist-margin-strategy", choices=["absolute", "relative"])
+    p.add_argument("--gist-margin", type=float, help="gist: margin below the guide's positive score")
     p.add_argument("--max-seq-length", type=int)
     p.add_argument("--logging-steps", type=int)
     p.add_argument("--save-steps", type=int)
@@ -56,6 +62,10 @@ _FIELDS = (
     "learning_rate",
     "loss",
     "mini_batch_size",
+    "guide_model",
+    "gist_temperature",
+    "gist_margin_strategy",
+    "gist_margin",
     "max_seq_length",
     "logging_steps",
     "save_steps",

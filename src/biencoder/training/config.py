@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOSSES = ("mnrl", "cached_mnrl")
+LOSSES = ("mnrl", "cached_mnrl", "gist")
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 MULTI_DATASET_SAMPLERS = ("round_robin",)
@@ -43,6 +43,10 @@ class TrainConfig:
     scale: float = 20.0
     similarity: str = "cosine"
     mini_batch_size: int = 32  # cached_mnrl only
+    guide_model: str | None = None  # gist: the guide that masks false in-batch negatives
+    gist_temperature: float = 0.01  # gist: cosine / temperature (sentence-transformers' default)
+    gist_margin_strategy: str = "absolute"  # gist: absolute or relative
+    gist_margin: float = 0.0  # gist
     gather_across_devices: bool = True  # distributed only: each anchor sees the global batch
     multi_dataset_sampler: str = "round_robin"
     max_seq_length: int = 256
@@ -95,12 +99,17 @@ class TrainConfig:
             )
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
+        if (self.loss == "gist") != (self.guide_model is not None):
+            raise ValueError("loss 'gist' needs a guide_model (--guide), and a guide_model needs loss 'gist'")
+        if not self.gist_temperature > 0:
+            raise ValueError(f"gist_temperature must be positive, got {self.gist_temperature}")
         choices = {
             "loss": LOSSES,
             "lr_scheduler": SCHEDULERS,
             "precision": PRECISIONS,
             "similarity": ("cosine", "dot"),
             "multi_dataset_sampler": MULTI_DATASET_SAMPLERS,
+            "gist_margin_strategy": ("absolute", "relative"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -28,7 +28,7 @@ from biencoder.data.sampling import Batch, epoch_batches
 from biencoder.data.sources import load_all
 from biencoder.encoder import SentenceEncoder
 from biencoder.evaluation.base import Evaluator
-from biencoder.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+from biencoder.losses import CachedMultipleNegativesRankingLoss, GISTEmbedLoss, MultipleNegativesRankingLoss
 from biencoder.modules.attention import use_chunked_attention
 from biencoder.modules.dropout import use_parallel_dropout
 from biencoder.training import checkpoint as ckpt
@@ -96,11 +96,38 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.A
 
 
 def make_loss(config: TrainConfig, encoder: SentenceEncoder, gather: bool) -> MultipleNegativesRankingLoss:
+    if config.loss == "gist":
+        return GISTEmbedLoss(
+            encoder,
+            load_guide(config, encoder),
+            config.gist_temperature,
+            config.gist_margin_strategy,
+            config.gist_margin,
+            gather_across_devices=gather,
+            guide_name=config.guide_model,
+        )
     if config.loss == "cached_mnrl":
         return CachedMultipleNegativesRankingLoss(
             encoder, config.scale, config.similarity, gather, mini_batch_size=config.mini_batch_size
         )
     return MultipleNegativesRankingLoss(encoder, config.scale, config.similarity, gather)
+
+
+def load_guide(config: TrainConfig, encoder: SentenceEncoder) -> SentenceEncoder:
+    """The frozen guide for GISTEmbedLoss; it embeds the model's own tokens, so it must share them."""
+    if config.guide_model is None:
+        raise ValueError("loss 'gist' needs a guide model (--guide)")
+    guide = SentenceEncoder.load(config.guide_model, device=str(encoder.device))
+    if guide.transformer.tokenizer.get_vocab() != encoder.transformer.tokenizer.get_vocab():
+        raise ValueError(
+            f"the guide {config.guide_model} has another tokenizer vocabulary than the model; "
+            "GISTEmbedLoss here needs a guide of the same tokenizer"
+        )
+    if guide.max_seq_length < encoder.max_seq_length:
+        raise ValueError(
+            f"the guide's max_seq_length {guide.max_seq_length} is below the model's {encoder.max_seq_length}"
+        )
+    return guide
 
 
 class Plan:
