@@ -40,6 +40,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--guide", dest="guide_model", help="gist: guide model masking false negatives (same tokenizer)"
     )
+    p.add_argument(
+        "--batch-sampler",
+        type=lambda v: v.replace("-", "_"),
+        choices=["batch_sampler", "no_duplicates"],
+        help="no-duplicates: no text twice in a batch, in any column (sentence-transformers' NO_DUPLICATES)",
+    )
     p.add_argument("--gist-temperature", type=float, help="gist: cosine / temperature (default 0.01)")
     p.add_argument("--gist-margin-strategy", choices=["absolute", "relative"])
     p.add_argument("--gist-margin", type=float, help="gist: margin below the guide's positive score")
@@ -63,6 +69,7 @@ _FIELDS = (
     "loss",
     "mini_batch_size",
     "guide_model",
+    "batch_sampler",
     "gist_temperature",
     "gist_margin_strategy",
     "gist_margin",

@@ -7,14 +7,27 @@ one per dataset in turn until the dataset with the fewest batches runs out, so s
 the larger datasets are not seen in that epoch. This is the order of SentenceTransformerTrainer
 (its seedable random sampler for one dataset, ``RoundRobinBatchSampler`` for several);
 tests check it against the trainer itself.
+
+``batch_sampler="no_duplicates"`` fills each batch greedily from the same permutation with rows
+none of whose texts (in any column) is already in the batch; a row that clashes waits for a
+later batch, in its permuted order. This is sentence-transformers' NoDuplicatesBatchSampler
+(drop_last=False), checked against it in the tests. Such an epoch may need more batches than
+``ceil(rows / batch_size)``; the extra ones (the rows hardest to place) are left out of that
+epoch so that every epoch has the same number of steps.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+logger = logging.getLogger(__name__)
+
+BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
+Row = Sequence[str]  # the texts of one row, every column
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,22 +36,66 @@ class Batch:
     rows: tuple[int, ...]  # row indices within that dataset
 
 
-def epoch_batches(sizes: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[Batch]:
-    """All batches of one epoch, in training order."""
+def epoch_batches(
+    sizes: Sequence[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    *,
+    batch_sampler: str = "batch_sampler",
+    rows: Sequence[Sequence[Row]] | None = None,
+) -> list[Batch]:
+    """All batches of one epoch, in training order; ``rows`` (texts per row, per dataset) are
+    needed for ``batch_sampler="no_duplicates"``."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not sizes or any(n <= 0 for n in sizes):
         raise ValueError(f"every dataset needs at least one row, got sizes {list(sizes)}")
+    if batch_sampler not in BATCH_SAMPLERS:
+        raise ValueError(f"unknown batch_sampler {batch_sampler!r}; valid: {', '.join(BATCH_SAMPLERS)}")
+    if batch_sampler == "no_duplicates" and (rows is None or [len(r) for r in rows] != list(sizes)):
+        raise ValueError("batch_sampler 'no_duplicates' needs the texts of every row of every dataset")
     generator = torch.Generator()
     generator.manual_seed(seed + epoch)
     per_dataset: list[list[tuple[int, ...]]] = []
-    for n in sizes:
+    for d, n in enumerate(sizes):
         order = torch.randperm(n, generator=generator).tolist()
-        per_dataset.append([tuple(order[i : i + batch_size]) for i in range(0, n, batch_size)])
+        if batch_sampler == "no_duplicates" and rows is not None:
+            batches = no_duplicate_batches(order, rows[d], batch_size)
+            limit = -(-n // batch_size)
+            if len(batches) > limit:
+                left = sum(len(b) for b in batches[limit:])
+                logger.info("epoch %d: %d rows whose texts repeat wait for another epoch", epoch, left)
+            per_dataset.append(batches[:limit])
+        else:
+            per_dataset.append([tuple(order[i : i + batch_size]) for i in range(0, n, batch_size)])
     if len(per_dataset) == 1:
         return [Batch(0, rows) for rows in per_dataset[0]]
     rounds = min(len(b) for b in per_dataset)
     return [Batch(d, per_dataset[d][r]) for r in range(rounds) for d in range(len(per_dataset))]
+
+
+def no_duplicate_batches(order: Sequence[int], rows: Sequence[Row], batch_size: int) -> list[tuple[int, ...]]:
+    """Greedy batches over ``order``: a row joins the batch when none of its texts is in it yet."""
+    remaining = list(order)
+    batches: list[tuple[int, ...]] = []
+    while remaining:
+        batch: list[int] = []
+        seen: set[str] = set()
+        waiting: list[int] = []
+        for position, row in enumerate(remaining):
+            texts = set(rows[row])
+            if not seen.isdisjoint(texts):
+                waiting.append(row)  # clashes: tried again for the next batch, in order
+                continue
+            batch.append(row)
+            if len(batch) == batch_size:
+                waiting.extend(remaining[position + 1 :])
+                break
+            seen |= texts
+        batches.append(tuple(batch))
+        remaining = waiting
+    return batches
 
 
 def batches_per_epoch(sizes: Sequence[int], batch_size: int) -> int:

@@ -17,6 +17,7 @@ LOSSES = ("mnrl", "cached_mnrl", "gist")
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 MULTI_DATASET_SAMPLERS = ("round_robin",)
+BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class TrainConfig:
     gist_margin: float = 0.0  # gist
     gather_across_devices: bool = True  # distributed only: each anchor sees the global batch
     multi_dataset_sampler: str = "round_robin"
+    batch_sampler: str = "batch_sampler"  # or no_duplicates: no text twice in a batch, in any column
     max_seq_length: int = 256
     data_split: str = "train"  # split of BEIR / MS MARCO folders and saved DatasetDicts
     skip_invalid: bool = False  # skip (and count) malformed rows instead of failing
@@ -109,6 +111,7 @@ class TrainConfig:
             "precision": PRECISIONS,
             "similarity": ("cosine", "dot"),
             "multi_dataset_sampler": MULTI_DATASET_SAMPLERS,
+            "batch_sampler": BATCH_SAMPLERS,
             "gist_margin_strategy": ("absolute", "relative"),
         }
         for name, allowed in choices.items():

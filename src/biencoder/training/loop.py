@@ -133,9 +133,15 @@ def load_guide(config: TrainConfig, encoder: SentenceEncoder) -> SentenceEncoder
 class Plan:
     """Which batch each process trains on at each global step."""
 
-    def __init__(self, config: TrainConfig, sizes: Sequence[int], world: dist.DistInfo) -> None:
-        self.config, self.sizes, self.world = config, list(sizes), world
-        n_batches = len(epoch_batches(sizes, config.batch_size, config.seed, 0))
+    def __init__(
+        self,
+        config: TrainConfig,
+        sizes: Sequence[int],
+        world: dist.DistInfo,
+        rows: Sequence[Sequence[Sequence[str]]] | None = None,
+    ) -> None:
+        self.config, self.sizes, self.world, self.rows = config, list(sizes), world, rows
+        n_batches = len(self._epoch_batches(0))
         self.steps_per_epoch = n_batches // world.world_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{n_batches} batches cannot feed {world.world_size} processes")
@@ -151,12 +157,15 @@ class Plan:
     def batch(self, step: int) -> Batch:
         epoch = step // self.steps_per_epoch
         if epoch != self._epoch:
-            self._epoch, self._batches = (
-                epoch,
-                epoch_batches(self.sizes, self.config.batch_size, self.config.seed, epoch),
-            )
+            self._epoch, self._batches = epoch, self._epoch_batches(epoch)
         index = (step % self.steps_per_epoch) * self.world.world_size + self.world.rank
         return self._batches[index]
+
+    def _epoch_batches(self, epoch: int) -> list[Batch]:
+        c = self.config
+        return epoch_batches(
+            self.sizes, c.batch_size, c.seed, epoch, batch_sampler=c.batch_sampler, rows=self.rows
+        )
 
     def epoch_float(self, step: int) -> float:
         return step / self.steps_per_epoch
@@ -187,7 +196,10 @@ def train(
         logger.info("attention with dropout runs in cache-sized chunks (biencoder.modules.attention)")
     use_parallel_dropout(encoder)
     tokenized = tokenize_datasets(encoder.transformer, datasets)
-    plan = Plan(config, [len(d) for d in datasets], world)
+    rows = None
+    if config.batch_sampler == "no_duplicates":
+        rows = [[d.row(i) for i in range(len(d))] for d in datasets]
+    plan = Plan(config, [len(d) for d in datasets], world, rows)
     dist.broadcast_parameters(encoder)
     optimizer = make_optimizer(config, encoder)
     loss_fn = make_loss(config, encoder, gather=config.gather_across_devices and world.enabled)

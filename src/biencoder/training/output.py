@@ -60,7 +60,7 @@ def hyperparameters(config: TrainConfig, world_size: int = 1) -> dict[str, Any]:
         "bf16": config.precision == "bf16",
         "optim": "adamw_torch",
         "world_size": world_size,
-        "batch_sampler": "batch_sampler",
+        "batch_sampler": config.batch_sampler,
         "multi_dataset_batch_sampler": config.multi_dataset_sampler,
         "max_seq_length": config.max_seq_length,
     }
