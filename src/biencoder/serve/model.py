@@ -57,9 +57,7 @@ def load_served_model(
     from biencoder.runtime.onnx_encoder import OnnxEncoder
 
     graph_folder = ensure_onnx(folder, precision)
-    encoder = OnnxEncoder.load(
-        graph_folder, precision=precision, threads=threads, spin=os.environ.get("BIENCODER_SPIN", "1") == "1"
-    )
+    encoder = OnnxEncoder.load(graph_folder, precision=precision, threads=threads)
     return ServedModel(encoder, graph_folder, backend, precision, prompts)
 
 
