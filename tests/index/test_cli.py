@@ -67,6 +67,20 @@ def test_index_then_search(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.
     assert [json.loads(x)["query_id"] for x in result.read_text().splitlines()] == ["1", "3"]
 
 
+def test_store_texts_then_search_returns_them(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = _corpus(tmp_path)
+    out = tmp_path / "ix"
+    argv = ["-q", "index", "--model", str(tiny_model_dir), "--corpus", str(corpus), "--output", str(out)]
+    assert main([*argv, "--shard-size", "5", "--device", "cpu", "--store-texts"]) == 0
+    row = json.loads(corpus.read_text().splitlines()[1])
+    assert Index.load(out).texts_of(["doc1"]) == [row["title"] + " " + row["text"]]
+    assert main(["-q", "search", "--index", str(out), "-k", "2", "--json", "the cat is fire"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert all(set(h) == {"id", "score", "text"} and h["text"] for h in hits)
+
+
 def test_interrupted_build_resumes(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -136,3 +136,22 @@ def test_parquet_export(tmp_path: Path) -> None:
     vectors = np.array(table.column("vector").to_pylist(), dtype=np.float32)
     np.testing.assert_array_equal(vectors, np.stack([index.get(i) for i in index.ids]))
     assert str(table.schema.field("vector").type) == "fixed_size_list<element: float>[16]"
+
+
+def test_texts_are_kept_saved_loaded_and_upserted(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    index = Index(8)
+    index.add(["a", "b"], rng.normal(size=(2, 8)))  # no texts yet
+    assert not index.has_texts and index.texts_of(["a"]) == [None]
+    index.add(["c", "d"], rng.normal(size=(2, 8)), texts=["text c", "text d"])
+    index.add(["c"], rng.normal(size=(1, 8)), texts=["text c, replaced"])
+    index.save(tmp_path / "ix")
+    loaded = Index.load(tmp_path / "ix", verify=True)
+    assert loaded.has_texts
+    assert loaded.texts_of(["a", "c", "d", "nope"]) == [None, "text c, replaced", "text d", None]
+    with pytest.raises(ValueError, match="one per id"):
+        index.add(["e"], rng.normal(size=(1, 8)), texts=["x", "y"])
+    plain = Index(8)
+    plain.add(["a"], rng.normal(size=(1, 8)))
+    plain.save(tmp_path / "plain")
+    assert not (tmp_path / "plain" / "texts.json").exists() and not Index.load(tmp_path / "plain").has_texts

@@ -29,7 +29,7 @@ def search_client(tiny_onnx: Path, tmp_path: Path):  # type: ignore[no-untyped-d
 
     served = load_served_model(str(tiny_onnx))
     index = Index(served.encoder.dimension)
-    index.add([f"d{i}" for i in range(len(CORPUS))], served.encoder.encode(CORPUS))
+    index.add([f"d{i}" for i in range(len(CORPUS))], served.encoder.encode(CORPUS), texts=CORPUS)
     index.save(tmp_path / "index")
     app = create_app(served, ServeConfig(model=str(tiny_onnx)), Index.load(tmp_path / "index"))
     with TestClient(app) as client:
@@ -47,6 +47,7 @@ def test_search_equals_in_process_index_search(search_client) -> None:  # type: 
     assert [d["query"] for d in body["data"]] == queries
     for i, item in enumerate(body["data"]):
         assert [h["id"] for h in item["hits"]] == expected.ids[i]
+        assert [h["text"] for h in item["hits"]] == [CORPUS[int(h["id"][1:])] for h in item["hits"]]
         assert np.allclose([h["score"] for h in item["hits"]], expected.scores[i], atol=1e-5)
     assert body["usage"]["prompt_tokens"] > 0 and body["object"] == "list"
     one = search_client.post("/v1/search", json={"query": queries[0], "k": 100}).json()

@@ -44,6 +44,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--restart", action="store_true", help="discard an unfinished build instead of resuming it"
     )
+    p.add_argument(
+        "--store-texts",
+        action="store_true",
+        help="keep each text in the index (search and the server return it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     _embed_shards(model, texts, work, args.shard_size, args.batch_size)
     index = Index(model.dimension, config=config, model_name=model_name)
     for n, start in enumerate(range(0, len(texts), args.shard_size)):
-        index.add(ids[start : start + args.shard_size], np.load(work / f"shard_{n:05d}.npy"))
+        part = slice(start, start + args.shard_size)
+        index.add(
+            ids[part], np.load(work / f"shard_{n:05d}.npy"), texts=texts[part] if args.store_texts else None
+        )
     index.save(output)
     shutil.rmtree(work, ignore_errors=True)
     logger.info("indexed %d texts from %s into %s (%s)", len(index), corpus, output, index)

@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     opts = {"rescore": not args.no_rescore, "expansion_search": args.expansion_search}
     if args.query is not None:
         result = index.search([args.query], args.k, **opts)
+        hits = _with_texts(index, result.hits(0))
         if args.json:
-            print(json.dumps({"query": args.query, "hits": result.hits(0)}, ensure_ascii=False))
+            print(json.dumps({"query": args.query, "hits": hits}, ensure_ascii=False))
         else:
-            for rank, (i, s) in enumerate(zip(result.ids[0], result.scores[0], strict=True), start=1):
-                print(f"{rank:>3}  {s:.4f}  {i}")
+            for rank, hit in enumerate(hits, start=1):
+                text = f"  {hit['text'][:100]}" if hit.get("text") else ""
+                print(f"{rank:>3}  {hit['score']:.4f}  {hit['id']}{text}")
         return 0
     qids, texts = read_queries(Path(args.queries))
     _search_file(index, qids, texts, Path(args.output), args.k, args.batch_size, opts)
@@ -75,10 +77,18 @@ def _search_file(
             batch = texts[start : start + step]
             result = index.search(batch, k, batch_size=batch_size, **opts) if batch else None
             for n, text in enumerate(batch):
-                hits = result.hits(n) if result is not None else []
+                hits = _with_texts(index, result.hits(n)) if result is not None else []
                 line = {"query_id": qids[start + n], "query": text, "hits": hits}
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
     logger.info("wrote hits for %d queries to %s", len(texts), output)
+
+
+def _with_texts(index: Any, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hits with the stored ``text`` of each, where the index keeps texts."""
+    if index.has_texts:
+        for hit, text in zip(hits, index.texts_of([h["id"] for h in hits]), strict=True):
+            hit["text"] = text
+    return hits
 
 
 def read_queries(path: Path) -> tuple[list[str], list[str]]:

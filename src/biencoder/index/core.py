@@ -65,6 +65,7 @@ class Index:
         self._row: dict[str, int] = {}
         self._alive = np.zeros(0, dtype=bool)
         self._hnsw: Hnsw | None = None
+        self._texts: list[str | None] | None = None  # per row, once any row was added with its text
 
     # --- size and lookup -------------------------------------------------------------------
     @property
@@ -97,15 +98,28 @@ class Index:
         }
 
     # --- changing the rows ---------------------------------------------------------------
-    def add(self, ids: str | int | Sequence[str | int], data: Any, *, batch_size: int = 32) -> None:
+    def add(
+        self,
+        ids: str | int | Sequence[str | int],
+        data: Any,
+        *,
+        batch_size: int = 32,
+        texts: Sequence[str] | None = None,
+    ) -> None:
         """Add rows: ``data`` is texts (encoded with the index's encoder) or embeddings [n, dim].
 
         An id already present is replaced (upsert). Ids are strings; ints are converted.
+        ``texts`` are kept with the rows (saved with the index; ``texts_of`` reads them back).
         """
         id_list = [str(ids)] if isinstance(ids, str | int) else [str(i) for i in ids]
         vectors = self._vectors_of(data, batch_size, "added data")
         if len(id_list) != len(vectors):
             raise ValueError(f"got {len(id_list)} ids but {len(vectors)} vectors")
+        if texts is not None:
+            if isinstance(texts, str) or len(texts) != len(id_list):
+                raise ValueError(f"texts must be a list of {len(id_list)} strings, one per id")
+            if not all(isinstance(t, str) for t in texts):
+                raise TypeError("texts must be strings")
         if len(set(id_list)) != len(id_list):
             dup = next(i for i in id_list if id_list.count(i) > 1)
             raise ValueError(f"duplicate id {dup!r} within one add")
@@ -118,9 +132,24 @@ class Index:
             self._alive[replaced] = False
             logger.debug("upsert: %d ids replaced", len(replaced))
         self._blocks.append(vectors)
+        if texts is not None and self._texts is None:
+            self._texts = [None] * len(self._ids)
+        if self._texts is not None:
+            self._texts.extend(texts if texts is not None else [None] * len(id_list))
         self._ids.extend(id_list)
         self._row.update({i: start + n for n, i in enumerate(id_list)})
         self._alive = np.concatenate([self._alive, np.ones(len(id_list), dtype=bool)])
+
+    @property
+    def has_texts(self) -> bool:
+        return self._texts is not None
+
+    def texts_of(self, ids: Sequence[str]) -> list[str | None]:
+        """The stored text of each live id (None for an id without one, or not in the index)."""
+        if self._texts is None:
+            return [None] * len(ids)
+        stored = self._texts
+        return [stored[self._row[i]] if i in self._row else None for i in ids]
 
     def remove(self, ids: str | int | Sequence[str | int]) -> None:
         """Remove ids; all must be present (KeyError names those that are not)."""

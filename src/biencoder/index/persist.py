@@ -54,6 +54,9 @@ def save_index(index: Index, path: Path) -> None:
         if index._hnsw is not None:
             index._hnsw.save(tmp / HNSW_FILE)
             names.append(HNSW_FILE)
+        if index._texts is not None:
+            storage.write_texts(tmp, index._texts)
+            names.append(storage.TEXTS_FILE)
         c = index.config
         manifest = Manifest(
             dim=dim,
@@ -106,6 +109,8 @@ def load_index(cls: type[Index], path: Path, *, encoder: Encoder | None, mmap: b
             )
     index._ids = ids
     index._alive = alive
+    if storage.TEXTS_FILE in m.files:
+        index._texts = storage.read_texts(path, m.count)
     index._row = {ids[p]: int(p) for p in np.flatnonzero(alive)}
     if len(index._row) != m.live:
         raise IndexFormatError(f"{path / 'ids.json'}: live ids are not unique")

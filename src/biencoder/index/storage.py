@@ -174,3 +174,27 @@ def read_ids(folder: Path, count: int) -> list[str]:
         n = len(ids) if isinstance(ids, list) else type(ids).__name__
         raise IndexFormatError(f"{path}: expected a list of {count} string ids, got {n}")
     return ids
+
+
+TEXTS_FILE = "texts.json"
+
+
+def write_texts(folder: Path, texts: list[str | None]) -> None:
+    (folder / TEXTS_FILE).write_text(json.dumps(texts, ensure_ascii=False))
+
+
+def read_texts(folder: Path, count: int) -> list[str | None]:
+    """The stored text of every row (None where a row was added without one)."""
+    path = folder / TEXTS_FILE
+    try:
+        texts = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{path}: unreadable texts ({exc})") from None
+    if (
+        not isinstance(texts, list)
+        or len(texts) != count
+        or not all(t is None or isinstance(t, str) for t in texts)
+    ):
+        n = len(texts) if isinstance(texts, list) else type(texts).__name__
+        raise IndexFormatError(f"{path}: expected a list of {count} texts, got {n}")
+    return texts

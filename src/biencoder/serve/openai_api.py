@@ -91,6 +91,9 @@ def register(table: RouteTable, ctx: Service) -> None:
         data = []
         for i, text in enumerate(texts):
             hits = result.hits(i)
+            if ctx.index.has_texts:
+                for hit, body_text in zip(hits, ctx.index.texts_of([h["id"] for h in hits]), strict=True):
+                    hit["text"] = body_text
             data.append(
                 {
                     "object": "search_result",

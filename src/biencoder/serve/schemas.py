@@ -90,6 +90,7 @@ class SearchRequest(_Request):
 class Hit(BaseModel):
     id: str
     score: float
+    text: str | None = Field(default=None, description="the stored text, where the index keeps texts")
 
 
 class SearchItem(BaseModel):
