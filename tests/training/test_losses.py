@@ -94,3 +94,15 @@ def test_cached_replays_dropout(tiny_model_dir: Path, cpu_kernels: bool) -> None
     loss.backward()
     for name, grad in _grads(model).items():
         assert torch.allclose(grad, got[name], atol=1e-6, rtol=1e-4), name
+
+
+@pytest.mark.reference
+def test_several_negative_columns_equal_sentence_transformers() -> None:
+    st_losses = pytest.importorskip("sentence_transformers.sentence_transformer.losses")
+    torch.manual_seed(3)
+    columns = [torch.randn(8, 12, dtype=torch.float64) for _ in range(5)]  # anchor, positive, 3 negatives
+    expected = st_losses.MultipleNegativesRankingLoss(model=None).compute_loss_from_embeddings(
+        columns, labels=None
+    )  # type: ignore[arg-type]
+    ours = MultipleNegativesRankingLoss(model=lambda f: f).loss_from_embeddings(columns)
+    assert abs(float(ours) - float(expected)) < 1e-6

@@ -42,13 +42,15 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 @dataclass(frozen=True)
 class PairDataset:
-    """Aligned text columns of one training source; ``negatives`` is None for plain pairs."""
+    """Aligned text columns of one training source; ``negatives`` is None for plain pairs, and
+    ``more_negatives`` holds the columns after the first negative (n-tuples: negative_2 ...)."""
 
     name: str
     anchors: list[str]
     positives: list[str]
     negatives: list[str] | None = None
     columns: tuple[str, ...] = ("sentence_0", "sentence_1")
+    more_negatives: tuple[list[str], ...] = ()
     skipped: int = 0
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
@@ -58,6 +60,10 @@ class PairDataset:
             raise ValueError(f"{self.name}: {len(self.anchors)} anchors but {len(self.positives)} positives")
         if self.negatives is not None and len(self.negatives) != len(self.anchors):
             raise ValueError(f"{self.name}: {len(self.anchors)} anchors but {len(self.negatives)} negatives")
+        if self.more_negatives and self.negatives is None:
+            raise ValueError(f"{self.name}: more negative columns but no first one")
+        if any(len(c) != len(self.anchors) for c in self.more_negatives):
+            raise ValueError(f"{self.name}: a negative column's length differs from the anchors'")
         if len(self.columns) != self.num_columns:
             raise ValueError(f"{self.name}: {self.num_columns} text columns but names {self.columns}")
 
@@ -66,11 +72,11 @@ class PairDataset:
 
     @property
     def num_columns(self) -> int:
-        return 2 if self.negatives is None else 3
+        return 2 if self.negatives is None else 3 + len(self.more_negatives)
 
     def column(self, index: int) -> list[str]:
         cols = [self.anchors, self.positives] + ([self.negatives] if self.negatives is not None else [])
-        return cols[index]
+        return [*cols, *self.more_negatives][index]
 
     def row(self, index: int) -> tuple[str, ...]:
         return tuple(self.column(c)[index] for c in range(self.num_columns))
@@ -117,7 +123,8 @@ class RowCollector:
             name=name,
             anchors=self.columns[0],
             positives=self.columns[1],
-            negatives=self.columns[2] if self.width == 3 else None,
+            negatives=self.columns[2] if self.width >= 3 else None,
+            more_negatives=tuple(self.columns[3:]),
             columns=tuple(names[: self.width]),
             skipped=self.skipped,
             source=source,
@@ -127,10 +134,16 @@ class RowCollector:
 def choose_columns(
     path: Path | str, columns: Sequence[str], text_columns: Sequence[str] | None = None
 ) -> list[str]:
-    """The 2 or 3 column names to read: a known layout, else the first two or three (text) columns."""
+    """The column names to read: a known layout (with ``negative_1`` .. ``negative_n`` as
+    ``biencoder mine`` and sentence-transformers write n-tuples), else the first two or three."""
     present = set(columns)
     for anchor, positive, negative in COLUMN_SETS:
         if anchor in present and positive in present:
+            if negative not in present and f"{negative}_1" in present:
+                n = 1
+                while f"{negative}_{n + 1}" in present:
+                    n += 1
+                return [anchor, positive, *(f"{negative}_{i}" for i in range(1, n + 1))]
             return [anchor, positive] + ([negative] if negative in present else [])
     usable = list(text_columns if text_columns is not None else columns)
     if len(usable) < 2:
