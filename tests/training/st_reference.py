@@ -7,7 +7,13 @@ from typing import Any
 
 
 def st_training_order(
-    model_dir: Path, columns: list[dict[str, list[str]]], batch_size: int, epochs: int, seed: int, out: Path
+    model_dir: Path,
+    columns: list[dict[str, list[str]]],
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    out: Path,
+    multi_dataset_batch_sampler: str = "round_robin",
 ) -> list[list[tuple[int, ...]]]:
     """The anchor token ids of every batch SentenceTransformerTrainer feeds its loss, in order."""
     st = __import__("sentence_transformers")
@@ -31,7 +37,7 @@ def st_training_order(
         per_device_train_batch_size=batch_size,
         num_train_epochs=epochs,
         seed=seed,
-        multi_dataset_batch_sampler="round_robin",
+        multi_dataset_batch_sampler=multi_dataset_batch_sampler,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,

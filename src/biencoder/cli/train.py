@@ -46,6 +46,13 @@ def register(sub: Any) -> None:
         choices=["batch_sampler", "no_duplicates"],
         help="no-duplicates: no text twice in a batch, in any column (sentence-transformers' NO_DUPLICATES)",
     )
+    p.add_argument(
+        "--multi-dataset-sampler",
+        type=lambda v: v.replace("-", "_"),
+        choices=["round_robin", "proportional"],
+        help="several --data: round-robin (the card's; stops at the smallest) or proportional "
+        "(every batch of every dataset, larger datasets picked more often)",
+    )
     p.add_argument("--gist-temperature", type=float, help="gist: cosine / temperature (default 0.01)")
     p.add_argument("--gist-margin-strategy", choices=["absolute", "relative"])
     p.add_argument("--gist-margin", type=float, help="gist: margin below the guide's positive score")
@@ -70,6 +77,7 @@ _FIELDS = (
     "mini_batch_size",
     "guide_model",
     "batch_sampler",
+    "multi_dataset_sampler",
     "gist_temperature",
     "gist_margin_strategy",
     "gist_margin",

@@ -8,6 +8,12 @@ the larger datasets are not seen in that epoch. This is the order of SentenceTra
 (its seedable random sampler for one dataset, ``RoundRobinBatchSampler`` for several);
 tests check it against the trainer itself.
 
+``multi_dataset_sampler="proportional"`` uses every batch of every dataset once per epoch: the
+same generator first draws a permutation of the dataset labels (dataset d appearing once per
+batch it has), then each dataset's row permutation at that dataset's first turn, so a dataset
+is picked in proportion to its size (``ProportionalBatchSampler``, also checked against the
+trainer).
+
 ``batch_sampler="no_duplicates"`` fills each batch greedily from the same permutation with rows
 none of whose texts (in any column) is already in the batch; a row that clashes waits for a
 later batch, in its permuted order. This is sentence-transformers' NoDuplicatesBatchSampler
@@ -19,7 +25,7 @@ epoch so that every epoch has the same number of steps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +33,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
+MULTI_DATASET_SAMPLERS = ("round_robin", "proportional")
 Row = Sequence[str]  # the texts of one row, every column
 
 
@@ -44,6 +51,7 @@ def epoch_batches(
     *,
     batch_sampler: str = "batch_sampler",
     rows: Sequence[Sequence[Row]] | None = None,
+    multi_dataset_sampler: str = "round_robin",
 ) -> list[Batch]:
     """All batches of one epoch, in training order; ``rows`` (texts per row, per dataset) are
     needed for ``batch_sampler="no_duplicates"``."""
@@ -55,10 +63,16 @@ def epoch_batches(
         raise ValueError(f"unknown batch_sampler {batch_sampler!r}; valid: {', '.join(BATCH_SAMPLERS)}")
     if batch_sampler == "no_duplicates" and (rows is None or [len(r) for r in rows] != list(sizes)):
         raise ValueError("batch_sampler 'no_duplicates' needs the texts of every row of every dataset")
+    if multi_dataset_sampler not in MULTI_DATASET_SAMPLERS:
+        raise ValueError(
+            f"unknown multi_dataset_sampler {multi_dataset_sampler!r}; "
+            f"valid: {', '.join(MULTI_DATASET_SAMPLERS)}"
+        )
     generator = torch.Generator()
     generator.manual_seed(seed + epoch)
-    per_dataset: list[list[tuple[int, ...]]] = []
-    for d, n in enumerate(sizes):
+
+    def dataset_batches(d: int) -> list[tuple[int, ...]]:
+        n = sizes[d]
         order = torch.randperm(n, generator=generator).tolist()
         if batch_sampler == "no_duplicates" and rows is not None:
             batches = no_duplicate_batches(order, rows[d], batch_size)
@@ -66,13 +80,41 @@ def epoch_batches(
             if len(batches) > limit:
                 left = sum(len(b) for b in batches[limit:])
                 logger.info("epoch %d: %d rows whose texts repeat wait for another epoch", epoch, left)
-            per_dataset.append(batches[:limit])
-        else:
-            per_dataset.append([tuple(order[i : i + batch_size]) for i in range(0, n, batch_size)])
+            return batches[:limit]
+        return [tuple(order[i : i + batch_size]) for i in range(0, n, batch_size)]
+
+    if len(sizes) > 1 and multi_dataset_sampler == "proportional":
+        return _proportional(sizes, batch_size, generator, dataset_batches)
+    per_dataset = [dataset_batches(d) for d in range(len(sizes))]
     if len(per_dataset) == 1:
         return [Batch(0, rows) for rows in per_dataset[0]]
     rounds = min(len(b) for b in per_dataset)
     return [Batch(d, per_dataset[d][r]) for r in range(rounds) for d in range(len(per_dataset))]
+
+
+def _proportional(
+    sizes: Sequence[int],
+    batch_size: int,
+    generator: torch.Generator,
+    dataset_batches: Callable[[int], list[tuple[int, ...]]],
+) -> list[Batch]:
+    """Every batch of every dataset, datasets drawn in a random order weighted by their batch counts."""
+    labels = [d for d, n in enumerate(sizes) for _ in range(-(-n // batch_size))]
+    order = [labels[i] for i in torch.randperm(len(labels), generator=generator).tolist()]
+    made: dict[int, list[tuple[int, ...]]] = {}
+    taken = [0] * len(sizes)
+    out = []
+    for d in order:
+        if d not in made:  # rows shuffled at the dataset's first turn, as the trainer's lazy samplers do
+            made[d] = dataset_batches(d)
+        if taken[d] < len(made[d]):  # no_duplicates may make fewer batches than the labels count
+            out.append(Batch(d, made[d][taken[d]]))
+        taken[d] += 1
+        if taken[d] == len(made[d]) and sizes[d] % batch_size:
+            # torch's RandomSampler draws one more permutation (of which it yields nothing) before
+            # its batch sampler can emit a short last batch; the draw moves the shared generator on.
+            torch.randperm(sizes[d], generator=generator)
+    return out
 
 
 def no_duplicate_batches(order: Sequence[int], rows: Sequence[Row], batch_size: int) -> list[tuple[int, ...]]:
@@ -98,6 +140,10 @@ def no_duplicate_batches(order: Sequence[int], rows: Sequence[Row], batch_size: 
     return batches
 
 
-def batches_per_epoch(sizes: Sequence[int], batch_size: int) -> int:
+def batches_per_epoch(
+    sizes: Sequence[int], batch_size: int, multi_dataset_sampler: str = "round_robin"
+) -> int:
     counts = [-(-n // batch_size) for n in sizes]
-    return counts[0] if len(counts) == 1 else min(counts) * len(counts)
+    if len(counts) == 1 or multi_dataset_sampler == "proportional":
+        return sum(counts)
+    return min(counts) * len(counts)

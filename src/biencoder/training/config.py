@@ -16,7 +16,7 @@ from typing import Any
 LOSSES = ("mnrl", "cached_mnrl", "gist")
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
-MULTI_DATASET_SAMPLERS = ("round_robin",)
+MULTI_DATASET_SAMPLERS = ("round_robin", "proportional")
 BATCH_SAMPLERS = ("batch_sampler", "no_duplicates")
 
 
@@ -49,7 +49,7 @@ class TrainConfig:
     gist_margin_strategy: str = "absolute"  # gist: absolute or relative
     gist_margin: float = 0.0  # gist
     gather_across_devices: bool = True  # distributed only: each anchor sees the global batch
-    multi_dataset_sampler: str = "round_robin"
+    multi_dataset_sampler: str = "round_robin"  # or proportional: every batch of every dataset
     batch_sampler: str = "batch_sampler"  # or no_duplicates: no text twice in a batch, in any column
     max_seq_length: int = 256
     data_split: str = "train"  # split of BEIR / MS MARCO folders and saved DatasetDicts

@@ -164,7 +164,13 @@ class Plan:
     def _epoch_batches(self, epoch: int) -> list[Batch]:
         c = self.config
         return epoch_batches(
-            self.sizes, c.batch_size, c.seed, epoch, batch_sampler=c.batch_sampler, rows=self.rows
+            self.sizes,
+            c.batch_size,
+            c.seed,
+            epoch,
+            batch_sampler=c.batch_sampler,
+            rows=self.rows,
+            multi_dataset_sampler=c.multi_dataset_sampler,
         )
 
     def epoch_float(self, step: int) -> float:
