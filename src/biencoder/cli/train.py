@@ -56,6 +56,26 @@ def register(sub: Any) -> None:
     p.add_argument("--gist-temperature", type=float, help="gist: cosine / temperature (default 0.01)")
     p.add_argument("--gist-margin-strategy", choices=["absolute", "relative"])
     p.add_argument("--gist-margin", type=float, help="gist: margin below the guide's positive score")
+    p.add_argument(
+        "--eval-data",
+        help="a dev set evaluated during training: a BEIR folder (its --eval-split qrels) or an STS file",
+    )
+    p.add_argument("--eval-split", help="qrels split of a BEIR --eval-data (default: dev)")
+    p.add_argument(
+        "--eval-extra-docs",
+        type=int,
+        help="BEIR --eval-data: its judged documents plus N seeded random others (default: the whole corpus)",
+    )
+    p.add_argument(
+        "--eval-steps",
+        type=int,
+        help="evaluate every N steps (default: at each epoch's end with --eval-data, and at the end)",
+    )
+    p.add_argument(
+        "--keep-best",
+        metavar="METRIC",
+        help="save the checkpoint with the best dev METRIC (ndcg@10, spearman ...) instead of the last",
+    )
     p.add_argument("--max-seq-length", type=int)
     p.add_argument("--logging-steps", type=int)
     p.add_argument("--save-steps", type=int)
@@ -81,6 +101,11 @@ _FIELDS = (
     "gist_temperature",
     "gist_margin_strategy",
     "gist_margin",
+    "eval_data",
+    "eval_split",
+    "eval_extra_docs",
+    "eval_steps",
+    "keep_best",
     "max_seq_length",
     "logging_steps",
     "save_steps",

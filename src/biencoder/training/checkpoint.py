@@ -40,6 +40,9 @@ class TrainState:
     interval_steps: int = 0
     duplicate_batches: int = 0
     seconds: float = 0.0  # training time before this process started
+    best_step: int | None = None  # keep_best: the step of the best dev evaluation so far
+    best_metric: float | None = None
+    best_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -110,7 +113,7 @@ def clean_partial(folder: Path) -> None:
     """Remove temporary folders left by a save that was killed."""
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith(".checkpoint-") and p.is_dir():
+            if p.name.startswith((".checkpoint-", ".best.")) and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
 
 

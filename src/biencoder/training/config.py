@@ -55,7 +55,11 @@ class TrainConfig:
     data_split: str = "train"  # split of BEIR / MS MARCO folders and saved DatasetDicts
     skip_invalid: bool = False  # skip (and count) malformed rows instead of failing
     logging_steps: int = 500
-    eval_steps: int | None = None
+    eval_steps: int | None = None  # None: evaluate at the end only (each epoch's end with eval_data)
+    eval_data: str | None = None  # a dev set (BEIR folder or STS file) evaluated during training
+    eval_split: str = "dev"  # qrels split of a BEIR eval_data
+    eval_extra_docs: int | None = None  # BEIR eval_data: judged documents plus this many others
+    keep_best: str | None = None  # a dev metric (ndcg@10 ...): its best checkpoint is the saved model
     save_steps: int = 500
     save_total_limit: int | None = 2
     checkpoint_dir: str | None = None  # default: <output_dir>/checkpoints
@@ -85,6 +89,10 @@ class TrainConfig:
             raise ValueError(f"max_steps must be -1 (use epochs) or positive, got {self.max_steps}")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ValueError(f"eval_steps must be positive or None, got {self.eval_steps}")
+        if self.keep_best is not None and self.eval_data is None:
+            raise ValueError("keep_best needs eval_data: the dev set whose metric picks the checkpoint")
+        if self.eval_extra_docs is not None and self.eval_extra_docs < 0:
+            raise ValueError(f"eval_extra_docs must be >= 0 or None, got {self.eval_extra_docs}")
         if self.save_total_limit is not None and self.save_total_limit <= 0:
             raise ValueError(f"save_total_limit must be positive or None, got {self.save_total_limit}")
         if not self.learning_rate > 0:

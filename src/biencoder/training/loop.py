@@ -33,6 +33,7 @@ from biencoder.modules.attention import use_chunked_attention
 from biencoder.modules.dropout import use_parallel_dropout
 from biencoder.training import checkpoint as ckpt
 from biencoder.training import distributed as dist
+from biencoder.training import selection
 from biencoder.training.batches import TokenizedDataset, collate, duplicate_texts, tokenize_datasets
 from biencoder.training.config import TrainConfig
 from biencoder.training.output import write_output
@@ -219,6 +220,13 @@ def train(
         logger.info("resumed from %s at step %d of %d", start, state.step, plan.total)
     elif resume:
         logger.warning("--resume: no checkpoint in %s; starting from the beginning", config.checkpoints)
+    dev = selection.dev_evaluator(config, show_progress)
+    evaluators = [dev, *evaluators] if dev is not None else list(evaluators)
+    keep = (
+        selection.KeepBest(config.keep_best, config.checkpoints / selection.BEST_DIR, dev)
+        if config.keep_best
+        else None
+    )
     _run(
         config,
         encoder,
@@ -227,13 +235,16 @@ def train(
         optimizer,
         loss_fn,
         state,
-        list(evaluators),
+        evaluators,
         world,
         show_progress,
         on_step,
+        keep,
     )
     elapsed = state.seconds
     if world.is_main:
+        if keep is not None:
+            keep.restore(state, encoder)
         write_output(config, encoder, datasets, tokenized, state, loss_fn, evaluators)
     dist.barrier()
     return TrainResult(
@@ -286,6 +297,7 @@ def _run(
     world: dist.DistInfo,
     show_progress: bool | None,
     on_step: Callable[[int, float], None] | None = None,
+    keep: selection.KeepBest | None = None,
 ) -> None:
     params = [p for p in encoder.parameters() if p.requires_grad]
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * plan.total)
@@ -334,6 +346,7 @@ def _run(
                 evaluators,
                 world,
                 seconds_before + time.perf_counter() - started,
+                keep,
             )
     state.seconds = seconds_before + time.perf_counter() - started
     if state.duplicate_batches:
@@ -349,6 +362,7 @@ def _after_step(
     evaluators: list[Evaluator],
     world: dist.DistInfo,
     seconds: float,
+    keep: selection.KeepBest | None = None,
 ) -> None:
     step, last = state.step, state.step == plan.total
     epoch = round(plan.epoch_float(step), 4)
@@ -357,8 +371,12 @@ def _after_step(
         state.log_history.append(row)
         state.interval_loss, state.interval_steps = 0.0, 0
         logger.info("epoch %.4f step %d: loss %.4f", epoch, step, row["loss"])
-    if evaluators and ((config.eval_steps and step % config.eval_steps == 0) or last):
-        state.eval_history.append({"epoch": epoch, "step": step, **evaluate(encoder, evaluators, world)})
+    if evaluators and _evaluation_due(config, plan, step):
+        row = {"epoch": epoch, "step": step, **evaluate(encoder, evaluators, world)}
+        state.eval_history.append(row)
+        if keep is not None:
+            keep.update(state, row, encoder, world.is_main)
+            dist.barrier()
         encoder.train()
     if step % config.save_steps == 0 or last:
         state.seconds = seconds
@@ -375,6 +393,15 @@ def _after_step(
                 config.save_total_limit,
             )
         dist.barrier()
+
+
+def _evaluation_due(config: TrainConfig, plan: Plan, step: int) -> bool:
+    """Every eval_steps; else, with a dev set, at each epoch's end; always at the last step."""
+    if step == plan.total:
+        return True
+    if config.eval_steps:
+        return step % config.eval_steps == 0
+    return config.eval_data is not None and step % plan.steps_per_epoch == 0
 
 
 def evaluate(

@@ -49,6 +49,8 @@ HF_DEFAULTS: dict[str, Any] = {
     "optim": "adamw_torch",
     "batch_sampler": "batch_sampler",
     "multi_dataset_batch_sampler": "proportional",
+    "load_best_model_at_end": False,
+    "metric_for_best_model": None,
 }
 
 
@@ -85,6 +87,7 @@ class CardInputs:
     versions: dict[str, str]
     evaluators: list[EvaluatorCard] = field(default_factory=list)
     plot_file: str | None = None
+    best_step: int | None = None  # keep_best: the step whose weights were saved (its log row in bold)
 
 
 def token_stats(lengths: np.ndarray) -> tuple[int, float, int]:
@@ -298,19 +301,22 @@ def training_logs(c: CardInputs) -> list[str]:
     rows = []
     for r in c.log_rows:
         loss = f"{r['loss']:g}" if "loss" in r else "-"
-        rows.append(
-            [
-                f"{r['epoch']:.4f}",
-                str(int(r["step"])),
-                loss,
-                *(f"{r[k]:.4f}" if k in r else "-" for k in eval_cols),
-            ]
-        )
+        row = [
+            f"{r['epoch']:.4f}",
+            str(int(r["step"])),
+            loss,
+            *(f"{r[k]:.4f}" if k in r else "-" for k in eval_cols),
+        ]
+        if c.best_step is not None and int(r["step"]) == c.best_step:
+            row = [f"**{v}**" for v in row]
+        rows.append(row)
     out = [
         "### Training Logs",
         *_table(["Epoch", "Step", "Training Loss", *eval_cols], rows, centered=True),
         "",
     ]
+    if c.best_step is not None:
+        out += ["* The bold row denotes the saved checkpoint.", ""]
     if c.plot_file:
         out += [f"![Training loss]({c.plot_file})", ""]
     return out

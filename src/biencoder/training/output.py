@@ -35,7 +35,7 @@ PLOT_FILE = "training_loss.png"
 def hyperparameters(config: TrainConfig, world_size: int = 1) -> dict[str, Any]:
     """The run's settings under transformers' TrainingArguments names, as the reference card lists them."""
     return {
-        "eval_strategy": "steps" if config.eval_steps else "no",
+        "eval_strategy": "steps" if config.eval_steps else ("epoch" if config.eval_data else "no"),
         "per_device_train_batch_size": config.batch_size,
         "per_device_eval_batch_size": config.batch_size,
         "gradient_accumulation_steps": 1,
@@ -63,6 +63,8 @@ def hyperparameters(config: TrainConfig, world_size: int = 1) -> dict[str, Any]:
         "batch_sampler": config.batch_sampler,
         "multi_dataset_batch_sampler": config.multi_dataset_sampler,
         "max_seq_length": config.max_seq_length,
+        "load_best_model_at_end": config.keep_best is not None,
+        "metric_for_best_model": config.keep_best,
     }
 
 
@@ -101,7 +103,9 @@ def write_output(
     """Write into ``config.output_dir``: each file is built aside and renamed in (checkpoints stay)."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    final = state.eval_history[-1] if state.eval_history else {}
+    # the evaluation of the saved weights: the best one under keep_best, else the last
+    saved = [r for r in state.eval_history if state.best_step is not None and r["step"] == state.best_step]
+    final = saved[-1] if saved else (state.eval_history[-1] if state.eval_history else {})
     cards = [
         EvaluatorCard(
             e.name,
@@ -136,6 +140,7 @@ def write_output(
         versions=versions(with_datasets=used_datasets),
         evaluators=cards,
         plot_file=PLOT_FILE if state.step_losses else None,
+        best_step=state.best_step if config.keep_best else None,
     )
     staging = Path(tempfile.mkdtemp(prefix=".output.", suffix=".tmp", dir=out))
     try:
