@@ -21,10 +21,11 @@ def load_encoder(
     precision: str = "fp32",
     device: str | None = None,
 ) -> Encoder:
-    """Load a model folder with either runtime; both answer the Encoder protocol.
+    """Load a model (a name or a folder) with either runtime; both answer the Encoder protocol.
 
-    ``backend="onnx"`` never imports torch; it needs ``biencoder export`` to have written the
-    graph (``precision`` "fp32" or "int8"). ``device`` applies to the torch backend only.
+    ``backend="onnx"`` loads the folder's graph for ``precision`` ("fp32" or "int8") without
+    importing torch; a folder without that graph gets one exported once (``runtime.graphs``, which
+    does need torch). ``device`` applies to the torch backend only.
     """
     try:
         kind = Backend(backend)
@@ -33,9 +34,11 @@ def load_encoder(
             f"unknown backend {backend!r}; valid: {', '.join(b.value for b in Backend)}"
         ) from None
     if kind is Backend.ONNX:
+        from biencoder.resolve import resolve_model_path
         from biencoder.runtime import OnnxEncoder
+        from biencoder.runtime.graphs import ensure_onnx
 
-        return OnnxEncoder.load(name_or_path, precision=precision)
+        return OnnxEncoder.load(ensure_onnx(resolve_model_path(name_or_path), precision), precision=precision)
     if precision != "fp32":
         raise ValueError(f"the torch backend runs fp32 only; for {precision} use backend='onnx'")
     from biencoder.encoder import SentenceEncoder

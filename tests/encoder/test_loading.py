@@ -46,7 +46,14 @@ def test_onnx_backend_answers_like_torch(tiny_model_dir: Path, tmp_path: Path) -
     np.testing.assert_allclose(np.load(out), torch_model.encode(TEXTS), atol=2e-5)
 
 
-def test_onnx_backend_without_export_says_what_to_run(tiny_model_dir: Path) -> None:
+def test_onnx_backend_exports_a_missing_graph_once(tiny_model_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    with pytest.raises(FileNotFoundError, match="biencoder export"):
-        load_encoder(tiny_model_dir, backend="onnx")
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    onnx = load_encoder(folder, backend="onnx")  # no graph yet: exported into the folder
+    graph = folder / "onnx" / "model.onnx"
+    assert graph.is_file()
+    np.testing.assert_allclose(onnx.encode(TEXTS), load_encoder(folder).encode(TEXTS), atol=2e-5)
+    made = graph.stat().st_mtime_ns
+    load_encoder(folder, backend="onnx")
+    assert graph.stat().st_mtime_ns == made  # the second load reuses it

@@ -1,26 +1,20 @@
 """The served model: either runtime, the ONNX graph exported once when the folder has none.
 
 On CPU the default is the ONNX runtime in fp32 (its embeddings equal sentence-transformers' to
-1e-5). A folder without ``onnx/model.onnx`` is exported on first start: into the folder when it
-is writable, else into a cached copy under ``$BIENCODER_CACHE`` (default
-``~/.cache/biencoder``). ``precision="int8"`` exports the int8 graph with the export's fidelity
-guard. A file lock keeps replicas that start together from exporting twice.
+1e-5). A folder without ``onnx/model.onnx`` is exported on first start (``runtime.graphs``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import logging
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from biencoder.protocol import TokenEncoder
 from biencoder.resolve import resolve_model_path
-from biencoder.runtime.onnx_encoder import FILE_NAMES, ONNX_DIR
+from biencoder.runtime.graphs import cache_root, ensure_onnx
+
+__all__ = ["ServedModel", "cache_root", "ensure_onnx", "load_served_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +26,6 @@ class ServedModel:
     backend: str
     precision: str
     prompts: dict[str, str]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BIENCODER_CACHE", Path.home() / ".cache" / "biencoder")).expanduser()
 
 
 def load_served_model(
@@ -61,61 +51,6 @@ def load_served_model(
     return ServedModel(encoder, graph_folder, backend, precision, prompts)
 
 
-def ensure_onnx(folder: Path, precision: str) -> Path:
-    """A folder holding ``onnx/<graph>`` for ``precision``: ``folder`` itself, or a cached export."""
-    if precision not in FILE_NAMES:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(FILE_NAMES)}")
-    if (folder / ONNX_DIR / FILE_NAMES[precision]).is_file():
-        return folder
-    cached = cache_root() / "onnx" / _folder_key(folder)
-    if (cached / ONNX_DIR / FILE_NAMES[precision]).is_file():
-        return cached
-    writable = os.access(folder, os.W_OK) and (
-        not (folder / ONNX_DIR).exists() or os.access(folder / ONNX_DIR, os.W_OK)
-    )
-    target = folder if writable else cached
-    lock_dir = target if writable else cached.parent
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(lock_dir / f".{_folder_key(folder)}.export.lock"):
-        if (target / ONNX_DIR / FILE_NAMES[precision]).is_file():  # another replica did it meanwhile
-            return target
-        _export(folder, precision, output=None if writable else target)
-    return target
-
-
-def _export(folder: Path, precision: str, output: Path | None) -> None:
-    try:
-        from biencoder.runtime.export import ExportConfig, export, readme_sentences
-    except ImportError as exc:
-        raise ImportError(
-            f"{folder} has no ONNX graph and exporting one needs torch and onnx ({exc}); "
-            f"run `biencoder export --model {folder}` where they are installed, or serve with --backend torch"
-        ) from None
-    where = output or folder
-    logger.info("no ONNX %s graph in %s: exporting one into %s (once)", precision, folder, where)
-    texts = readme_sentences(folder, 512)
-    if len(texts) < 8:
-        texts = texts + list(_FALLBACK_CALIBRATION)
-    config = ExportConfig(quantize="int8" if precision == "int8" else None)
-    export(folder, texts, config, output=output)
-
-
-def _folder_key(folder: Path) -> str:
-    resolved = folder.resolve()
-    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
-    return f"{resolved.name}-{digest}"
-
-
-@contextlib.contextmanager
-def _locked(file: Path) -> Iterator[None]:
-    with file.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _prompts(folder: Path) -> dict[str, str]:
     """The prompts of ``config_sentence_transformers.json`` (name -> text prepended to inputs)."""
     from biencoder.runtime.tokenizer import read_json
@@ -124,18 +59,3 @@ def _prompts(folder: Path) -> dict[str, str]:
     if not isinstance(raw, dict):
         return {}
     return {str(k): str(v) for k, v in raw.items() if isinstance(v, str)}
-
-
-# Used only when a model folder has no README prose to measure export fidelity on.
-_FALLBACK_CALIBRATION = (
-    "A man is eating food.",
-    "A man is eating a piece of bread.",
-    "The girl is carrying a baby.",
-    "A man is riding a horse.",
-    "A woman is playing violin.",
-    "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.",
-    "A monkey is playing drums.",
-    "what is the boiling point of water at altitude",
-    "Colectomy is a surgical procedure to remove all or part of the colon.",
-)
