@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,8 @@ def test_main_without_data_says_what_to_do(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.slow
 def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("biencoder.training")
+    model = tmp_path / "tiny"  # a copy: the improved arm's miner exports an ONNX graph into it
+    shutil.copytree(tiny_model_dir, model)
     args = [
         "main",
         "--data",
@@ -118,7 +121,7 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
         "--output",
         str(tmp_path / "run"),
         "--model",
-        str(tiny_model_dir),
+        str(model),
         "--max-steps",
         "2",
         "--limit",
@@ -129,23 +132,45 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     assert cli_main(args) == 0
     run = tmp_path / "run"
     report = json.loads((run / "report.json").read_text())
-    assert set(report["results"]) == {"base", "fine-tuned"}
-    for model in ("base", "fine-tuned"):
-        assert set(report["results"][model]) == {"scifact", "trec-dl19", "stsb"}
-    assert report["quick_run"] is True and report["train_steps"] == 2
+    assert list(report["results"]) == ["base", "card recipe", "improved recipe"]
+    for name in report["results"]:
+        assert set(report["results"][name]) == {"scifact", "trec-dl19", "stsb"}
+    assert report["quick_run"] is True and report["models"]["card recipe"]["train_steps"] == 2
+    improved = report["models"]["improved recipe"]
+    assert improved["train_steps"] == 2 and improved["dev_queries"] == 100 and improved["mined_rows"] > 0
+    assert improved["alpha"] in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0) and len(improved["alpha_scores"]) == 6
+    paired = report["paired_scifact_ndcg@10"]
+    assert paired["queries"] == 4 and paired["wins"] + paired["ties"] + paired["losses"] == 4
+    assert set(report["per_query_scifact_ndcg@10"]["card recipe"]) == set(
+        report["per_query_scifact_ndcg@10"]["improved recipe"]
+    )
     assert (run / "model" / "README.md").is_file() and (run / "model" / "modules.json").is_file()
-    assert "| scifact | ndcg@10 |" in (run / "report.md").read_text()
+    card = (run / "improved" / "model" / "README.md").read_text()
+    for step in ("1. **Dev split.**", "2. **Hard negatives.**", "3. **Training.**", "4. **Merge.**"):
+        assert step in card
+    assert "## Weight merging" in card and "## Evaluation of the merged model" in card
+    text = (run / "report.md").read_text()
+    assert "| scifact | ndcg@10 |" in text and "| improved recipe | trec-dl19 | ndcg@10 | >= base" in text
+    assert "paired randomisation test" in text and "| both arms | whole job | minutes |" in text
     assert (run / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert not any("(cached)" in k for k in report["seconds"])
+    # The improved column is the merged model's: evaluating the saved model agrees.
+    from biencoder import SentenceEncoder as Encoder
+    from biencoder.evaluation.tasks import TaskOptions as Options
+    from biencoder.evaluation.tasks import build_tasks as build
+
+    sts_task = build(["stsb"], data_dir, Options(limit=4))[0]
+    merged = sts_task(Encoder.load(run / "improved" / "model", device="cpu"))
+    assert np.isclose(merged["spearman"], report["results"]["improved recipe"]["stsb"]["spearman"], atol=1e-6)
     # The fine-tuned column is the trained model's: evaluating the saved model agrees.
     from biencoder import SentenceEncoder
     from biencoder.evaluation.tasks import TaskOptions, build_tasks
 
     sts = build_tasks(["stsb"], data_dir, TaskOptions(limit=4))[0]
     saved = sts(SentenceEncoder.load(run / "model", device="cpu"))
-    assert np.isclose(saved["spearman"], report["results"]["fine-tuned"]["stsb"]["spearman"], atol=1e-6)
+    assert np.isclose(saved["spearman"], report["results"]["card recipe"]["stsb"]["spearman"], atol=1e-6)
     # A second run reuses the base model's results.
-    assert cli_main(args) == 0
+    assert cli_main([*args, "--arms", "card"]) == 0
     again = json.loads((run / "report.json").read_text())
     assert any("(cached)" in k for k in again["seconds"])
     assert again["results"]["base"] == report["results"]["base"]

@@ -91,3 +91,28 @@ def test_cli_alpha_auto_chooses_on_a_dev_set(pair: tuple[Path, Path], tmp_path: 
     assert "alpha was chosen on a dev set by ndcg@10" in card and card.count("\n| ") >= 4
     assert main(["merge", "--base", str(a), "--model", str(b), "--alpha", "x", "--output", str(out)]) == 1
     assert main(["merge", "--base", str(a), "--model", str(b), "--alpha", "auto", "--output", str(out)]) == 1
+
+
+def test_known_scores_are_not_measured_again(pair: tuple[Path, Path]) -> None:
+    from biencoder.training.merge import choose_alpha
+
+    a, b = (SentenceEncoder.load(p, device="cpu") for p in pair)
+    seen: list[float] = []
+
+    class Dev:
+        name, primary_metric = "dev", "score"
+
+        def __call__(self, encoder: SentenceEncoder) -> dict[str, float]:
+            # the merged weights tell which alpha is being scored
+            w = {k: v for k, v in encoder.state_dict().items() if v.is_floating_point()}
+            key = next(k for k in w if not torch.equal(a.state_dict()[k], b.state_dict()[k]))
+            diff = b.state_dict()[key] - a.state_dict()[key]
+            alpha = float(((w[key] - a.state_dict()[key]) * diff).sum() / (diff * diff).sum())
+            seen.append(round(alpha, 4))
+            return {"score": 1.0 - abs(alpha - 0.5)}
+
+    best, scores = choose_alpha(a, b, Dev(), (0.0, 0.5, 1.0), known={1.0: 0.9})
+    assert seen == [0.0, 0.5]  # alpha 1 was known
+    assert scores == {0.0: 0.5, 0.5: 1.0, 1.0: 0.9} and best == 0.5
+    best, _ = choose_alpha(a, b, Dev(), (0.0, 0.5, 1.0), known={1.0: 1.0})
+    assert best == 1.0  # ties go to the larger alpha

@@ -79,6 +79,8 @@ class RetrievalEvaluator:
     corpus_chunk_size: int = 50_000
     show_progress: bool | None = None
     primary_metric: str = "ndcg@10"
+    # each evaluated query's metrics from the latest call (paired comparisons of two models)
+    last_per_query: dict[str, dict[str, float]] = field(default_factory=dict, compare=False, repr=False)
     _query_ids: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +157,15 @@ class RetrievalEvaluator:
         qrels = {q: self.qrels[q] for q in self.query_ids}
         result = metrics.retrieval_metrics(
             rankings, qrels, threshold=self.relevance_threshold, k_values=self.k_values
+        )
+        self.last_per_query.clear()
+        self.last_per_query.update(
+            {
+                q: metrics.query_metrics(
+                    rankings[q], qrels[q], threshold=self.relevance_threshold, k_values=self.k_values
+                )
+                for q in self.query_ids
+            }
         )
         logger.info(
             "%s: %s = %.4f over %d queries",

@@ -10,7 +10,7 @@ layout with the merge recorded in its README. ``choose_alpha`` picks alpha on a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,10 +91,18 @@ def choose_alpha(
     evaluator: Evaluator,
     grid: Sequence[float] = ALPHA_GRID,
     progress: Callable[[float, float], None] | None = None,
+    known: Mapping[float, float] | None = None,
 ) -> tuple[float, dict[float, float]]:
-    """The alpha of ``grid`` with the best primary metric on ``evaluator`` (ties: the larger alpha)."""
+    """The alpha of ``grid`` with the best primary metric on ``evaluator`` (ties: the larger alpha).
+
+    ``known`` holds scores already measured on the same evaluator (alpha 1: the fine-tuned
+    model's own dev score, from training), which are not computed again.
+    """
     scores: dict[float, float] = {}
     for alpha in grid:
+        if known is not None and alpha in known:
+            scores[alpha] = float(known[alpha])
+            continue
         value = float(evaluator(merged(base, model, alpha))[evaluator.primary_metric])
         scores[alpha] = value
         if progress is not None:
@@ -110,6 +118,7 @@ def merge(
     output: str | Path,
     evaluator: Evaluator | None = None,
     grid: Sequence[float] = ALPHA_GRID,
+    known: Mapping[float, float] | None = None,
 ) -> MergeResult:
     """Merge and save to ``output``; ``alpha=None`` chooses it on ``evaluator`` (a dev set)."""
     a = SentenceEncoder.load(base, device="cpu")
@@ -122,7 +131,7 @@ def merge(
             raise ValueError("alpha 'auto' needs a dev evaluator (--eval-data)")
         metric = evaluator.primary_metric
         alpha, scores = choose_alpha(
-            a, b, evaluator, grid, lambda x, v: logger.info("alpha %.2f: %s %.4f", x, metric, v)
+            a, b, evaluator, grid, lambda x, v: logger.info("alpha %.2f: %s %.4f", x, metric, v), known
         )
     result = MergeResult(alpha=alpha, base=str(base), model=str(model), scores=scores, metric=metric)
     out = merged(a, b, alpha)

@@ -1,0 +1,244 @@
+"""The main job's report: report.md, report.json and report.png, base and both recipes side by side."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# What sentence-transformers' trainer reaches with the card's recipe here (issue 4).
+REFERENCE = {("card recipe", "scifact", "ndcg@10"): 0.7000, ("card recipe", "stsb", "spearman"): 0.8151}
+# (arm, task, metric) -> target; "base" means: no lower than the base model's value (issue 11).
+TARGETS: dict[tuple[str, str, str], float | str] = {
+    ("card recipe", "scifact", "ndcg@10"): 0.695,
+    ("card recipe", "stsb", "spearman"): 0.810,
+    ("improved recipe", "scifact", "ndcg@10"): 0.730,
+    ("improved recipe", "stsb", "spearman"): 0.815,
+    ("improved recipe", "trec-dl19", "ndcg@10"): "base",
+}
+TIME_TARGET_MINUTES = 40.0  # the whole job, both arms
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run."""
+    from biencoder.resolve import BASE_MODEL
+
+    parts = ["--data", str(args.data), "--output", str(args.output)]
+    if str(args.model) != BASE_MODEL:
+        parts += ["--model", str(args.model)]
+    for flag, value in (
+        ("--arms", args.arms if args.arms != "card,improved" else None),
+        ("--seed", args.seed if args.seed != 42 else None),
+        ("--max-steps", args.max_steps if args.max_steps > 0 else None),
+        ("--limit", args.limit),
+        ("--max-seq-length", args.max_seq_length),
+    ):
+        if value is not None:
+            parts += [flag, str(value)]
+    return "biencoder main " + shlex.join(parts)
+
+
+def targets(
+    results: Mapping[str, Any], seconds: Mapping[str, float], both_arms: bool
+) -> list[dict[str, Any]]:
+    rows = []
+    for (arm, task, metric), target in TARGETS.items():
+        if arm not in results:
+            continue
+        value = results[arm].get(task, {}).get(metric)
+        goal = results["base"].get(task, {}).get(metric) if target == "base" else target
+        rows.append(
+            {
+                "model": arm,
+                "task": task,
+                "metric": metric,
+                "target": goal,
+                "target_is_base": target == "base",
+                "value": value,
+                "reached": value is not None and goal is not None and value >= goal,
+                "sentence_transformers": REFERENCE.get((arm, task, metric)),
+            }
+        )
+    if both_arms:
+        minutes = seconds["total"] / 60
+        rows.append(
+            {
+                "model": "both arms",
+                "task": "whole job",
+                "metric": "minutes",
+                "target": TIME_TARGET_MINUTES,
+                "target_is_base": False,
+                "value": minutes,
+                "reached": minutes <= TIME_TARGET_MINUTES,
+                "sentence_transformers": None,
+            }
+        )
+    return rows
+
+
+def _target_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| model | task | metric | target | value | sentence-transformers | reached |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for t in rows:
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
+        goal = "" if t["target"] is None else f"{t['target']:.4f}"
+        if t["metric"] == "minutes":
+            value, goal = f"{t['value']:.1f}", f"<= {t['target']:.0f}"
+        elif t["target_is_base"]:
+            goal = f">= base {goal}"
+        ref = "" if t["sentence_transformers"] is None else f"{t['sentence_transformers']:.4f}"
+        lines.append(
+            f"| {t['model']} | {t['task']} | {t['metric']} | {goal} | {value} | {ref} | "
+            f"{'yes' if t['reached'] else 'no'} |"
+        )
+    return lines
+
+
+def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
+    if paired is None:
+        return []
+    return [
+        "## Improved vs card recipe, query by query (SciFact test nDCG@10)",
+        "",
+        f"- {paired['queries']} queries: the improved recipe wins {paired['wins']}, ties {paired['ties']}, "
+        f"loses {paired['losses']}; mean {paired['mean_b']:.4f} vs {paired['mean_a']:.4f} "
+        f"({paired['mean_difference']:+.4f})",
+        f"- paired randomisation test (sign flips, two-sided): p = {paired['p_value']:.4f}",
+        "",
+    ]
+
+
+def _arm_lines(arms: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
+    lines = []
+    if "card recipe" in arms:
+        train = arms["card recipe"]["train"]
+        lines.append(
+            f"- card recipe: `{train.output_dir}`, SciFact train pairs with the model card's recipe "
+            f"(MultipleNegativesRankingLoss, batch 64, 3 epochs, lr 5e-5, seed {args.seed}), "
+            f"{train.global_step} steps, {train.seconds / 60:.1f} min of training"
+        )
+    if "improved recipe" in arms:
+        run, recipe = arms["improved recipe"]["run"], arms["improved recipe"]["recipe"]
+        m = recipe.mining
+        lines.append(
+            f"- improved recipe: `{run.model_dir}`: {run.train_queries} train / {run.dev_queries} dev "
+            f"queries of SciFact train (split seed {recipe.split_seed}); {run.mined_rows} rows with "
+            f"{m.num_negatives} mined negative(s) each (range_max {m.range_max}, relative_margin "
+            f"{m.relative_margin}, {m.sampling_strategy}); {recipe.loss}, {recipe.batch_sampler} batches, "
+            f"{recipe.epochs} epochs, best dev {recipe.keep_best} at step {run.best_step} of "
+            f"{run.global_step}; merged with the base at alpha {run.alpha:g} (chosen on dev). Every step "
+            "is recorded in its README.md"
+        )
+    return lines
+
+
+def _markdown(
+    results: dict[str, Any],
+    shown: dict[str, list[str]],
+    target_rows: list[dict[str, Any]],
+    arms: Mapping[str, Any],
+    paired: dict[str, Any] | None,
+    args: argparse.Namespace,
+    seconds: Mapping[str, float],
+    quick: bool,
+) -> str:
+    from biencoder.evaluation.report import markdown_table
+
+    lines = [
+        "# Fine-tuning all-MiniLM-L6-v2 on SciFact: base, the card's recipe, an improved recipe",
+        "",
+        f"- base model: `{args.model}`",
+        *_arm_lines(arms, args),
+        "- evaluation: SciFact test (BEIR), TREC DL19 passages on the mini corpus (relevant = grade >= 2; "
+        "nDCG graded), STS Benchmark test",
+        f"- reproduce: `{command(args)}`",
+    ]
+    if quick:
+        lines.append("- **quick run** (--limit / --max-steps): not comparable with published numbers")
+    lines += [
+        "",
+        markdown_table(results, shown),
+        *_paired_lines(paired),
+        "## Targets (issues 4 and 11)",
+        "",
+        *_target_lines(target_rows),
+        "",
+        "## Time",
+        "",
+        *(f"- {name}: {s / 60:.1f} min" for name, s in seconds.items()),
+        "",
+        "![base and both recipes](report.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_main_report(
+    output: Path,
+    base: dict[str, dict[str, float]],
+    arms: Mapping[str, Any],
+    per_query: Mapping[str, Mapping[str, float]],
+    args: argparse.Namespace,
+    seconds: Mapping[str, float],
+) -> list[Path]:
+    """report.md, report.json and report.png in ``output``, each written atomically."""
+    from biencoder.atomic import atomic_file
+    from biencoder.cli.main_job import TASK_NAMES
+    from biencoder.evaluation.paired import compare
+    from biencoder.evaluation.report import plot_comparison, write_json
+    from biencoder.evaluation.tasks import TASKS
+
+    results = {"base": base, **{name: arm["results"] for name, arm in arms.items()}}
+    shown = {t: list(TASKS[t].shown) for t in TASK_NAMES}
+    quick = args.limit is not None or args.max_steps > 0
+    paired = None
+    if {"card recipe", "improved recipe"} <= set(per_query) and all(per_query.values()):
+        paired = compare(per_query["card recipe"], per_query["improved recipe"]).to_dict()
+    target_rows = targets(results, seconds, both_arms=len(arms) == 2)
+    md = output / "report.md"
+    with atomic_file(md) as tmp:
+        text = _markdown(results, shown, target_rows, arms, paired, args, seconds, quick)
+        tmp.write_text(text, encoding="utf-8")
+    payload = {
+        "base_model": str(args.model),
+        "models": {name: _describe(name, arm) for name, arm in arms.items()},
+        "results": results,
+        "targets": target_rows,
+        "paired_scifact_ndcg@10": paired,
+        "per_query_scifact_ndcg@10": {k: dict(v) for k, v in per_query.items()},
+        "quick_run": quick,
+        "seed": args.seed,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "command": command(args),
+    }
+    js = write_json(output / "report.json", payload)
+    png = plot_comparison(
+        output / "report.png",
+        results,
+        {t: s[:2] for t, s in shown.items()},
+        title="all-MiniLM-L6-v2 on SciFact: base, card recipe, improved recipe",
+    )
+    return [md, js, png]
+
+
+def _describe(name: str, arm: Mapping[str, Any]) -> dict[str, Any]:
+    if "train" in arm:
+        t = arm["train"]
+        return {"path": str(t.output_dir), "train_steps": t.global_step, "train_seconds": round(t.seconds, 1)}
+    run = arm["run"]
+    return {
+        "path": str(run.model_dir),
+        "recipe": arm["recipe"].to_dict(),
+        "mined_rows": run.mined_rows,
+        "train_queries": run.train_queries,
+        "dev_queries": run.dev_queries,
+        "best_step": run.best_step,
+        "train_steps": run.global_step,
+        "alpha": run.alpha,
+        "alpha_scores": {f"{a:g}": v for a, v in run.alpha_scores.items()},
+        "dev_history": run.dev_history,
+    }
