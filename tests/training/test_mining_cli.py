@@ -110,3 +110,54 @@ def test_mine_from_a_beir_folder_excludes_every_relevant_document(
     assert {r["positive"] for r in q0} == {DOCS[0], DOCS[7]}
     assert not {r["negative"] for r in q0} & {DOCS[0], DOCS[7]}
     assert {r["negative"] for r in rows} <= set(DOCS)
+
+
+class _Table:
+    """A fixed embedding per text (unit vectors), so that the dense ranking is known in advance."""
+
+    similarity_fn_name = "cosine"
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        import numpy as np
+
+        self.vectors = {t: np.asarray(v, np.float32) / np.linalg.norm(v) for t, v in vectors.items()}
+
+    def encode(self, texts: list[str], **_: object) -> object:
+        import numpy as np
+
+        return np.stack([self.vectors[t] for t in texts])
+
+    def similarity(self, a: object, b: object) -> object:
+        import numpy as np
+
+        return np.asarray(a) @ np.asarray(b).T
+
+
+def test_bm25_candidates_bring_lexical_neighbours_into_the_window() -> None:
+    pytest.importorskip("bm25s")
+    query, positive = "zebra stripes pattern", "zebras have black and white stripes"
+    lexical = "the zebra stripes pattern in fashion"  # shares the query's words, far in the dense space
+    others = [f"unrelated text number {i}" for i in range(6)]
+    vectors = {query: [1, 0, 0], positive: [0.9, 0.1, 0], lexical: [0.0, 0.0, 1.0]}
+    vectors |= {t: [0.5, 0.5 + 0.01 * i, 0.1] for i, t in enumerate(others)}
+    encoder = _Table(vectors)
+    corpus = [positive, lexical, *others]
+    dense = MiningConfig(num_negatives=1, range_max=3)
+    assert mine_hard_negatives(encoder, [query], [positive], corpus, dense).rows[0][2] != lexical
+    fused = MiningConfig(num_negatives=1, range_max=3, bm25_candidates=2)
+    assert mine_hard_negatives(encoder, [query], [positive], corpus, fused).rows[0][2] == lexical
+    with pytest.raises(ValueError, match="bm25_candidates"):
+        MiningConfig(bm25_candidates=-1)
+
+
+def test_hnsw_candidates_equal_exact_ones_on_a_small_corpus(tiny_model_dir: Path) -> None:
+    pytest.importorskip("faiss")
+    from biencoder.encoder import SentenceEncoder
+
+    enc = SentenceEncoder.load(tiny_model_dir, device="cpu")
+    anchors, positives = [a for a, _ in PAIRS], [p for _, p in PAIRS]
+    exact = mine_hard_negatives(enc, anchors, positives, DOCS, MiningConfig(num_negatives=2))
+    hnsw = mine_hard_negatives(enc, anchors, positives, DOCS, MiningConfig(num_negatives=2, index="hnsw"))
+    assert hnsw.rows == exact.rows  # 8 texts: the graph search visits all of them
+    with pytest.raises(ValueError, match="index must be exact or hnsw"):
+        MiningConfig(index="ivf")

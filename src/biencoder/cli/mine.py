@@ -40,6 +40,19 @@ def register(sub: Any) -> None:
     p.add_argument("--output-format", choices=["triplet", "n-tuple"], default="triplet")
     p.add_argument("--seed", type=int, default=42, help="random sampling")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--index",
+        choices=["exact", "hnsw"],
+        default="exact",
+        help="candidate search: exact, or approximate HNSW for large corpora (default: exact)",
+    )
+    p.add_argument(
+        "--bm25",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add each query's N best BM25 texts to the candidates, ranked by rank fusion (needs bm25s)",
+    )
     p.add_argument("--device", default=None)
     add_backend_arguments(p)
     p.set_defaults(func=run)
@@ -61,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         output_format=args.output_format,
         seed=args.seed,
         batch_size=args.batch_size,
+        index=args.index,
+        bm25_candidates=args.bm25,
     )
     anchors, positives, corpus, known = read_mining_input(Path(args.data), args.split, args.corpus)
     mined = mine_hard_negatives(encoder_from_args(args), anchors, positives, corpus, config, known)

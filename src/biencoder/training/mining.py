@@ -9,6 +9,12 @@ the ``range_max + max_positives + 1`` nearest by the model's similarity (searche
 ``known_positives`` adding relevant texts beyond the rows' own (all qrels of a BEIR query);
 margins are measured against the anchor's lowest positive score; then ranks ``range_min`` to
 ``range_max`` are kept and ``num_negatives`` taken from the top or at random.
+
+Beyond sentence-transformers: ``index="hnsw"`` searches the candidates approximately (faiss
+HNSW, for corpora too large for exact search), and ``bm25_candidates=n`` adds each query's n
+best BM25 texts (``bm25s``, English stop words) to the dense candidates, the union ranked by
+reciprocal rank fusion of the two rankings (k=60) instead of the dense score alone, so that
+lexically close texts reach the window; every filter and margin still uses the model's score.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class MiningConfig:
     output_format: str = "triplet"
     seed: int = 42  # random sampling
     batch_size: int = 32
+    index: str = "exact"  # or hnsw: approximate candidate search for large corpora
+    bm25_candidates: int = 0  # > 0: BM25's top n per query join the candidates (rank fusion)
 
     def __post_init__(self) -> None:
         if self.num_negatives < 1:
@@ -53,6 +61,10 @@ class MiningConfig:
             raise ValueError(f"sampling_strategy must be one of {STRATEGIES}, got {self.sampling_strategy!r}")
         if self.output_format not in FORMATS:
             raise ValueError(f"output_format must be one of {FORMATS}, got {self.output_format!r}")
+        if self.index not in ("exact", "hnsw"):
+            raise ValueError(f"index must be exact or hnsw, got {self.index!r}")
+        if self.bm25_candidates < 0:
+            raise ValueError(f"bm25_candidates must be >= 0, got {self.bm25_candidates}")
 
     def window(self, max_positives: int) -> int:
         """range_max, given or derived as sentence-transformers derives it."""
@@ -107,7 +119,11 @@ def mine_hard_negatives(
 
     corpus_emb = encoder.encode(texts, batch_size=config.batch_size, normalize=True)
     query_emb = encoder.encode(queries, batch_size=config.batch_size, normalize=True)
-    scores, cand = _candidates(encoder, corpus_emb, query_emb, range_max + max_positives + 1)
+    scores, cand = _candidates(encoder, corpus_emb, query_emb, range_max + max_positives + 1, config.index)
+    key = scores  # the order of candidates: the model's score, or the fused rank with BM25
+    if config.bm25_candidates:
+        lexical = _bm25(texts, queries, config.bm25_candidates)
+        scores, cand, key = _fuse(encoder, corpus_emb, query_emb, scores, cand, lexical)
     for qi, q in enumerate(queries):
         drop = excluded[qi] | ({where[q]} if q in where else set())
         scores[qi, np.isin(cand[qi], list(drop))] = -np.inf
@@ -116,7 +132,8 @@ def mine_hard_negatives(
         for qi in range(len(queries))
     ]
     _apply_filters(scores, positive_scores, config)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :range_max]  # best first
+    key = np.where(np.isfinite(scores), key, -np.inf)  # filtered candidates go last
+    order = np.argsort(-key, axis=1, kind="stable")[:, :range_max]  # best first
     cand = np.take_along_axis(cand, order, axis=1)[:, config.range_min :]
     scores = np.take_along_axis(scores, order, axis=1)[:, config.range_min :]
     chosen = _sample(scores, config)
@@ -124,10 +141,14 @@ def mine_hard_negatives(
 
 
 def _candidates(
-    encoder: Encoder, corpus_emb: NDArray[np.float32], query_emb: NDArray[np.float32], count: int
+    encoder: Encoder,
+    corpus_emb: NDArray[np.float32],
+    query_emb: NDArray[np.float32],
+    count: int,
+    kind: str = "exact",
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """[q, count] scores (-inf padded) and corpus rows (-1 padded) of the nearest texts, exact search."""
-    index = Index(corpus_emb.shape[1], config=IndexConfig(metric=encoder.similarity_fn_name))
+    """[q, count] scores (-inf padded) and corpus rows (-1 padded) of the nearest texts."""
+    index = Index(corpus_emb.shape[1], config=IndexConfig(metric=encoder.similarity_fn_name, kind=kind))
     index.add([str(i) for i in range(len(corpus_emb))], corpus_emb)
     found = index.search(query_emb, min(count, len(corpus_emb)))
     scores = np.full((len(query_emb), count), -np.inf)
@@ -136,6 +157,51 @@ def _candidates(
         cand[qi, : len(ids)] = [int(i) for i in ids]
         scores[qi, : len(vals)] = vals
     return scores, cand
+
+
+def _bm25(texts: Sequence[str], queries: Sequence[str], k: int) -> NDArray[np.int64]:
+    """[q, k'] rows of ``texts`` in BM25 order for each query (k' = min(k, len(texts)))."""
+    try:
+        import bm25s
+    except ImportError:
+        raise ImportError("BM25 candidates need bm25s: pip install 'biencoder[mining]'") from None
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+    found, _ = retriever.retrieve(
+        bm25s.tokenize(list(queries), stopwords="en", show_progress=False),
+        k=min(k, len(texts)),
+        show_progress=False,
+    )
+    return np.asarray(found, dtype=np.int64)
+
+
+RRF_K = 60
+
+
+def _fuse(
+    encoder: Encoder,
+    corpus_emb: NDArray[np.float32],
+    query_emb: NDArray[np.float32],
+    scores: NDArray[np.float64],
+    cand: NDArray[np.int64],
+    lexical: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
+    """The union of dense and BM25 candidates: model scores, rows, and reciprocal-rank-fusion keys."""
+    width = cand.shape[1] + lexical.shape[1]
+    out_s = np.full((len(cand), width), -np.inf)
+    out_c = np.full((len(cand), width), -1, dtype=np.int64)
+    out_k = np.full((len(cand), width), -np.inf)
+    for qi in range(len(cand)):
+        fused: dict[int, float] = {}
+        for rank, row in enumerate(int(r) for r in cand[qi] if r >= 0):
+            fused[row] = 1.0 / (RRF_K + rank + 1)
+        for rank, row in enumerate(int(r) for r in lexical[qi]):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
+        rows = np.fromiter(fused, dtype=np.int64, count=len(fused))
+        out_c[qi, : len(rows)] = rows
+        out_k[qi, : len(rows)] = np.fromiter(fused.values(), dtype=np.float64, count=len(fused))
+        out_s[qi, : len(rows)] = np.asarray(encoder.similarity(query_emb[qi : qi + 1], corpus_emb[rows]))[0]
+    return out_s, out_c, out_k
 
 
 def _apply_filters(
