@@ -234,6 +234,7 @@ def _describe(name: str, arm: Mapping[str, Any]) -> dict[str, Any]:
         "path": str(run.model_dir),
         "recipe": arm["recipe"].to_dict(),
         "mined_rows": run.mined_rows,
+        "unmined_pairs": run.unmined_pairs,
         "train_queries": run.train_queries,
         "dev_queries": run.dev_queries,
         "best_step": run.best_step,

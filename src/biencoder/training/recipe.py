@@ -111,7 +111,7 @@ def run_recipe(
     seconds["mining"] = time.perf_counter() - t0
 
     config = TrainConfig(
-        data=(str(mined_path),) + ((str(unmined),) if unmined else ()),
+        data=(str(mined_path),) * bool(rows) + ((str(unmined),) if unmined else ()),
         multi_dataset_sampler="proportional",
         output_dir=str(output / "tuned"),
         base_model=base_model,
@@ -169,6 +169,8 @@ def _mine(
     encoder = load_encoder(base_model, recipe.mining_backend, device=device)
     mined = mine_hard_negatives(encoder, anchors, positives, corpus, recipe.mining, known)
     write_rows(path, mined.columns, mined.rows)
+    if not mined.rows:
+        logger.warning("no pair got a hard negative within the margins: training on plain pairs only")
     covered = {(r[0], r[1]) for r in mined.rows}
     left = list(
         dict.fromkeys((a, p) for a, p in zip(anchors, positives, strict=True) if (a, p) not in covered)
