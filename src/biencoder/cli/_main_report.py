@@ -31,6 +31,7 @@ def command(args: argparse.Namespace) -> str:
     for flag, value in (
         ("--arms", args.arms if args.arms != "card,improved" else None),
         ("--seed", args.seed if args.seed != 42 else None),
+        ("--eval-backend", args.eval_backend if args.eval_backend != "onnx" else None),
         ("--max-steps", args.max_steps if args.max_steps > 0 else None),
         ("--limit", args.limit),
         ("--max-seq-length", args.max_seq_length),
@@ -154,7 +155,8 @@ def _markdown(
         f"- base model: `{args.model}`",
         *_arm_lines(arms, args),
         "- evaluation: SciFact test (BEIR), TREC DL19 passages on the mini corpus (relevant = grade >= 2; "
-        "nDCG graded), STS Benchmark test",
+        f"nDCG graded), STS Benchmark test; every model through the {args.eval_backend} runtime"
+        + (" (fp32 graphs, embeddings equal to torch's to 1e-5)" if args.eval_backend == "onnx" else ""),
         f"- reproduce: `{command(args)}`",
     ]
     if quick:

@@ -19,6 +19,12 @@ def register(sub: Any) -> None:
     p.add_argument("--eval-data", help="alpha auto: a BEIR folder whose --eval-split judges the choice")
     p.add_argument("--eval-split", default="dev", help="split of --eval-data (default: dev)")
     p.add_argument("--grid", help="alpha auto: comma-separated alphas (default 0, 0.1, ..., 1)")
+    p.add_argument(
+        "--eval-backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="alpha auto: score each merge with torch, or through an fp32 ONNX export (~2x faster on CPU)",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
 
         evaluator = RetrievalEvaluator.from_beir(args.eval_data, args.eval_split)
     grid = tuple(float(x) for x in args.grid.split(",")) if args.grid else ALPHA_GRID
-    result = merge(args.base, args.model, alpha, args.output, evaluator, grid)
+    result = merge(args.base, args.model, alpha, args.output, evaluator, grid, backend=args.eval_backend)
     print(f"alpha {result.alpha:g}: {args.output}")
     return 0

@@ -93,3 +93,29 @@ _FALLBACK_CALIBRATION = (
     "what is the boiling point of water at altitude",
     "Colectomy is a surgical procedure to remove all or part of the colon.",
 )
+
+
+@contextlib.contextmanager
+def onnx_twin(encoder: object, precision: str = "fp32") -> Iterator[object]:
+    """The ONNX runtime of a live PyTorch encoder's current weights, for the length of the block.
+
+    The weights are saved to a temporary folder and exported there (the export's fidelity guard
+    holds: fp32 cosine to torch >= 0.9999 on the calibration texts); the folder is removed
+    afterwards. Evaluating through it gives the torch model's metrics about twice as fast on CPU.
+    """
+    import shutil
+    import tempfile
+
+    from biencoder.runtime.export import ExportConfig, export
+    from biencoder.runtime.onnx_encoder import OnnxEncoder
+
+    if precision not in FILE_NAMES:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(FILE_NAMES)}")
+    folder = Path(tempfile.mkdtemp(prefix="biencoder-twin-"))
+    try:
+        encoder.save_to(folder)  # type: ignore[attr-defined]
+        config = ExportConfig(quantize="int8" if precision == "int8" else None)
+        export(folder, list(_FALLBACK_CALIBRATION), config)
+        yield OnnxEncoder.load(folder, precision=precision)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -372,7 +372,7 @@ def _after_step(
         state.interval_loss, state.interval_steps = 0.0, 0
         logger.info("epoch %.4f step %d: loss %.4f", epoch, step, row["loss"])
     if evaluators and _evaluation_due(config, plan, step):
-        row = {"epoch": epoch, "step": step, **evaluate(encoder, evaluators, world)}
+        row = {"epoch": epoch, "step": step, **evaluate(encoder, evaluators, world, config.eval_backend)}
         state.eval_history.append(row)
         if keep is not None:
             keep.update(state, row, encoder, world.is_main)
@@ -405,14 +405,23 @@ def _evaluation_due(config: TrainConfig, plan: Plan, step: int) -> bool:
 
 
 def evaluate(
-    encoder: SentenceEncoder, evaluators: Sequence[Evaluator], world: dist.DistInfo
+    encoder: SentenceEncoder, evaluators: Sequence[Evaluator], world: dist.DistInfo, backend: str = "torch"
 ) -> dict[str, float]:
-    """Run every evaluator (on the main process) and prefix its metrics with its name."""
+    """Run every evaluator (on the main process) and prefix its metrics with its name.
+
+    ``backend="onnx"``: the evaluators see an fp32 ONNX export of the current weights.
+    """
     metrics: dict[str, float] = {}
     if world.is_main:
         encoder.eval()
-        for evaluator in evaluators:
-            for name, value in evaluator(encoder).items():
-                metrics[f"{evaluator.name}_{name}"] = float(value)
+        with contextlib.ExitStack() as stack:
+            model: Any = encoder
+            if backend == "onnx":
+                from biencoder.runtime.graphs import onnx_twin
+
+                model = stack.enter_context(onnx_twin(encoder))
+            for evaluator in evaluators:
+                for name, value in evaluator(model).items():
+                    metrics[f"{evaluator.name}_{name}"] = float(value)
         logger.info("evaluation: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return dist.gather_objects(metrics)[0]

@@ -92,18 +92,27 @@ def choose_alpha(
     grid: Sequence[float] = ALPHA_GRID,
     progress: Callable[[float, float], None] | None = None,
     known: Mapping[float, float] | None = None,
+    backend: str = "torch",
 ) -> tuple[float, dict[float, float]]:
     """The alpha of ``grid`` with the best primary metric on ``evaluator`` (ties: the larger alpha).
 
     ``known`` holds scores already measured on the same evaluator (alpha 1: the fine-tuned
-    model's own dev score, from training), which are not computed again.
+    model's own dev score, from training), which are not computed again. ``backend="onnx"``
+    scores each merge through an fp32 ONNX export of it (the same metrics, ~2x faster on CPU).
     """
     scores: dict[float, float] = {}
     for alpha in grid:
         if known is not None and alpha in known:
             scores[alpha] = float(known[alpha])
             continue
-        value = float(evaluator(merged(base, model, alpha))[evaluator.primary_metric])
+        candidate = merged(base, model, alpha)
+        if backend == "onnx":
+            from biencoder.runtime.graphs import onnx_twin
+
+            with onnx_twin(candidate) as twin:
+                value = float(evaluator(twin)[evaluator.primary_metric])  # type: ignore[arg-type]
+        else:
+            value = float(evaluator(candidate)[evaluator.primary_metric])
         scores[alpha] = value
         if progress is not None:
             progress(alpha, value)
@@ -119,6 +128,7 @@ def merge(
     evaluator: Evaluator | None = None,
     grid: Sequence[float] = ALPHA_GRID,
     known: Mapping[float, float] | None = None,
+    backend: str = "torch",
 ) -> MergeResult:
     """Merge and save to ``output``; ``alpha=None`` chooses it on ``evaluator`` (a dev set)."""
     a = SentenceEncoder.load(base, device="cpu")
@@ -131,7 +141,13 @@ def merge(
             raise ValueError("alpha 'auto' needs a dev evaluator (--eval-data)")
         metric = evaluator.primary_metric
         alpha, scores = choose_alpha(
-            a, b, evaluator, grid, lambda x, v: logger.info("alpha %.2f: %s %.4f", x, metric, v), known
+            a,
+            b,
+            evaluator,
+            grid,
+            lambda x, v: logger.info("alpha %.2f: %s %.4f", x, metric, v),
+            known,
+            backend,
         )
     result = MergeResult(alpha=alpha, base=str(base), model=str(model), scores=scores, metric=metric)
     out = merged(a, b, alpha)

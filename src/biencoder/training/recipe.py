@@ -49,6 +49,7 @@ class ImprovedRecipe:
     eval_extra_docs: int = 2000  # dev corpus: the dev queries' judged documents and this many others
     keep_best: str = "ndcg@10"
     alpha_grid: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    eval_backend: str = "onnx"  # dev evaluations through fp32 ONNX exports: the same metrics, ~2x faster
 
     def __post_init__(self) -> None:
         if self.dev_queries <= 0 or self.epochs <= 0 or not self.learning_rate > 0:
@@ -125,6 +126,8 @@ def run_recipe(
         eval_data=str(split.folder),
         eval_extra_docs=recipe.eval_extra_docs,
         keep_best=recipe.keep_best,
+        eval_backend=recipe.eval_backend,
+        logging_steps=5,
         save_steps=10**9,  # the last step and the best one are all this recipe needs
         save_total_limit=1,
         device=device,
@@ -137,7 +140,16 @@ def run_recipe(
     dev = dev_evaluator(config, show_progress)
     best = _best(result.eval_history, recipe.keep_best)  # the tuned model's dev score: alpha 1
     known = {1.0: best[0]} if best is not None else None
-    merged = merge(base_model, config.output_dir, None, output / "model", dev, recipe.alpha_grid, known)
+    merged = merge(
+        base_model,
+        config.output_dir,
+        None,
+        output / "model",
+        dev,
+        recipe.alpha_grid,
+        known,
+        backend=recipe.eval_backend,
+    )
     seconds["merge (alpha on dev)"] = time.perf_counter() - t0
     out = RecipeResult(
         model_dir=output / "model",
