@@ -123,10 +123,18 @@ def run(args: argparse.Namespace) -> int:
         {"tasks": TASK_NAMES, "limit": args.limit, "version": _version(), "backend": args.eval_backend},
     )
     logger.info("[1/%d] base model %s", steps, args.model)
+    loaded: list[Any] = []
+
+    def base_encoder() -> Any:  # one base model for evaluation and mining: the corpus is embedded once
+        from biencoder.memo import MemoEncoder
+
+        loaded.append(MemoEncoder(_load(base_path, args)))
+        return loaded[0]
+
     t0 = time.perf_counter()
     base, from_cache = cached_results(
         output / "cache" / f"base-{key}.json",
-        lambda: evaluate_all(_load(base_path, args), evaluators, "base"),
+        lambda: evaluate_all(base_encoder(), evaluators, "base"),
         use_cache=not args.no_cache,
     )
     seconds["base evaluation" + (" (cached)" if from_cache else "")] = time.perf_counter() - t0
@@ -175,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             max_seq_length=args.max_seq_length or 256,
             device=args.device,
             show_progress=show,
+            base_encoder=loaded[0] if loaded and recipe.mining_backend == args.eval_backend else None,
         )
         results = evaluate_all(_load(improved.model_dir, args), evaluators, "improved recipe")
         per_query["improved recipe"] = _ndcg_per_query(scifact)

@@ -1,0 +1,26 @@
+"""MemoEncoder: the wrapped encoder's vectors, each text encoded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from biencoder.encoder import SentenceEncoder
+from biencoder.memo import MemoEncoder
+
+
+def test_memo_returns_the_same_vectors_and_encodes_each_text_once(tiny_model_dir: Path) -> None:
+    inner = SentenceEncoder.load(tiny_model_dir, device="cpu")
+    memo = MemoEncoder(inner)
+    texts = ["the cat sat", "a dog runs", "the cat sat", "fish swim"]
+    np.testing.assert_allclose(memo.encode(texts), inner.encode(texts), atol=1e-6)
+    assert memo.encoded == 3
+    again = memo.encode(["fish swim", "birds fly", "a dog runs"], normalize=True)
+    np.testing.assert_allclose(
+        again, inner.encode(["fish swim", "birds fly", "a dog runs"], normalize=True), atol=1e-6
+    )
+    assert memo.encoded == 4 if inner.normalizes else memo.encoded == 7
+    assert memo.encode("the cat sat").shape == (inner.dimension,)
+    assert memo.encode([]).shape == (0, inner.dimension)
+    assert memo.similarity_fn_name == inner.similarity_fn_name
