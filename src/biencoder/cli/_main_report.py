@@ -120,7 +120,7 @@ def _arm_lines(arms: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
         lines.append(
             f"- card recipe: `{train.output_dir}`, SciFact train pairs with the model card's recipe "
             f"(MultipleNegativesRankingLoss, batch 64, 3 epochs, lr 5e-5, seed {args.seed}), "
-            f"{train.global_step} steps, {train.seconds / 60:.1f} min of training"
+            f"{train.global_step} steps, {train.seconds / 60:.1f} min of training with its final evaluation"
         )
     if "improved recipe" in arms:
         run, recipe = arms["improved recipe"]["run"], arms["improved recipe"]["recipe"]
