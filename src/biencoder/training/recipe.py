@@ -183,7 +183,7 @@ def _mine(
     encoder: Any = None,
 ) -> tuple[int, Path | None]:
     """Mined rows into ``path``; the pairs left without a negative into ``unmined.jsonl`` beside it."""
-    from biencoder.cli.mine import read_mining_input, write_rows
+    from biencoder.data.rows import read_mining_input, write_rows
     from biencoder.loading import load_encoder
     from biencoder.training.mining import mine_hard_negatives
 
