@@ -50,6 +50,8 @@ class TrainResult:
     global_step: int
     step_losses: list[float] = field(default_factory=list)
     pairs_seen: int = 0
+    best_step: int | None = None  # keep_best: the step whose weights were saved
+    best_metric: float | None = None
 
     @property
     def pairs_per_second(self) -> float:
@@ -255,6 +257,8 @@ def train(
         global_step=state.step,
         step_losses=state.step_losses,
         pairs_seen=state.step * config.batch_size * world.world_size,
+        best_step=state.best_step,
+        best_metric=state.best_metric,
     )
 
 

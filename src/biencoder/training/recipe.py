@@ -113,7 +113,7 @@ def run_recipe(
         seed=recipe.split_seed,
     )
     mined_path = output / "data" / "mined.jsonl"
-    rows, unmined = _mine(recipe, split.folder, mined_path, base_model, device, base_encoder)
+    rows, unmined, unmined_pairs = _mine(recipe, split.folder, mined_path, base_model, device, base_encoder)
     seconds["mining"] = time.perf_counter() - t0
 
     config = TrainConfig(
@@ -143,8 +143,8 @@ def run_recipe(
 
     t0 = time.perf_counter()
     dev = dev_evaluator(config, show_progress)
-    best = _best(result.eval_history, recipe.keep_best)  # the tuned model's dev score: alpha 1
-    known = {1.0: best[0]} if best is not None else None
+    # the tuned model's own dev score is alpha 1's
+    known = {1.0: result.best_metric} if result.best_metric is not None else None
     merged = merge(
         base_model,
         config.output_dir,
@@ -160,10 +160,10 @@ def run_recipe(
         model_dir=output / "model",
         tuned_dir=Path(config.output_dir),
         mined_rows=rows,
-        unmined_pairs=_count_lines(unmined),
+        unmined_pairs=unmined_pairs,
         train_queries=len(split.train),
         dev_queries=len(split.dev),
-        best_step=best[1] if best is not None else None,
+        best_step=result.best_step,
         global_step=result.global_step,
         alpha=merged.alpha,
         alpha_scores=dict(merged.scores),
@@ -181,8 +181,10 @@ def _mine(
     base_model: str,
     device: str | None,
     encoder: Any = None,
-) -> tuple[int, Path | None]:
-    """Mined rows into ``path``; the pairs left without a negative into ``unmined.jsonl`` beside it."""
+) -> tuple[int, Path | None, int]:
+    """Mined rows into ``path``; the pairs left without a negative into ``unmined.jsonl`` beside it.
+
+    Returns (mined rows, the unmined file or None, unmined pairs)."""
     from biencoder.data.rows import read_mining_input, write_rows
     from biencoder.loading import load_encoder
     from biencoder.training.mining import mine_hard_negatives
@@ -206,26 +208,10 @@ def _mine(
         len(left),
     )
     if not left:
-        return len(mined.rows), None
+        return len(mined.rows), None, 0
     unmined = path.with_name("unmined.jsonl")
     write_rows(unmined, ("anchor", "positive"), [tuple(pair) for pair in left])
-    return len(mined.rows), unmined
-
-
-def _count_lines(path: Path | None) -> int:
-    if path is None:
-        return 0
-    with path.open(encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def _best(history: list[dict[str, float]], metric: str) -> tuple[float, int] | None:
-    """(value, step) of the best dev evaluation (ties: the earliest step, as keep_best keeps it)."""
-    keyed = [(v, -int(r["step"])) for r in history for k, v in r.items() if k.endswith(f"_{metric}")]
-    if not keyed:
-        return None
-    value, step = max(keyed)
-    return value, -step
+    return len(mined.rows), unmined, len(left)
 
 
 def record(result: RecipeResult, recipe: ImprovedRecipe, seed: int, split_folder: Path) -> None:
