@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from biencoder import similarity as sim
-from biencoder.index import scoring
+from biencoder.index import persist, scoring
 from biencoder.index.config import IndexConfig, IndexKind, SearchResult
 from biencoder.index.hnsw import Hnsw
 from biencoder.index.quantize import Quantization, int8_ranges, quantize_binary, quantize_int8
@@ -71,6 +71,26 @@ class Index:
     @property
     def dim(self) -> int | None:
         return self._dim
+
+    # The store contract (biencoder.stores.VectorStore): the in-process backend.
+    backend = "memory"
+
+    @property
+    def dimension(self) -> int | None:
+        return self._dim
+
+    @property
+    def count(self) -> int:
+        """Live rows."""
+        return len(self._row)
+
+    @property
+    def metric(self) -> str:
+        return self.config.metric
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
 
     def __len__(self) -> int:
         return len(self._row)
@@ -139,6 +159,12 @@ class Index:
         self._ids.extend(id_list)
         self._row.update({i: start + n for n, i in enumerate(id_list)})
         self._alive = np.concatenate([self._alive, np.ones(len(id_list), dtype=bool)])
+
+    def upsert(
+        self, ids: str | int | Sequence[str | int], data: Any, *, texts: Sequence[str] | None = None
+    ) -> None:
+        """``add``: an id already present is replaced."""
+        self.add(ids, data, texts=texts)
 
     @property
     def has_texts(self) -> bool:
@@ -278,26 +304,50 @@ class Index:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     # --- persistence ---------------------------------------------------------------------
+    def _rows(self) -> persist.IndexRows:
+        return persist.IndexRows(
+            config=self.config,
+            dim=self._need_dim(),
+            model_name=self.model_name,
+            ids=self._ids,
+            alive=self._alive,
+            blocks=self._blocks,
+            codes=self._codes,
+            ranges=self._ranges,
+            hnsw=self._hnsw,
+            texts=self._texts,
+        )
+
     def save(self, path: str | Path) -> None:
         """Write the index folder atomically (see :mod:`biencoder.index.storage`)."""
-        from biencoder.index.persist import save_index
-
-        save_index(self, Path(path))
+        persist.save_index(self._rows(), Path(path))
+        logger.info("saved %s to %s", self, path)
 
     @classmethod
     def load(
         cls, path: str | Path, *, encoder: Encoder | None = None, mmap: bool = True, verify: bool = False
     ) -> Index:
         """Open an index folder; vectors are memory-mapped unless ``mmap=False``; ``verify`` checks sha256."""
-        from biencoder.index.persist import load_index
-
-        return load_index(cls, Path(path), encoder=encoder, mmap=mmap, verify=verify)
+        path = Path(path)
+        rows = persist.load_index(path, mmap=mmap, verify=verify)
+        if encoder is not None and encoder.dimension != rows.dim:
+            raise ValueError(
+                f"dimension mismatch: the index at {path} holds {rows.dim}-dimensional vectors "
+                f"(model {rows.model_name!r}), the encoder gives {encoder.dimension}"
+            )
+        index = cls(rows.dim, encoder=encoder, config=rows.config, model_name=rows.model_name)
+        index._ids, index._alive, index._blocks = rows.ids, rows.alive, rows.blocks
+        index._codes, index._ranges = rows.codes, rows.ranges
+        index._hnsw, index._texts = rows.hnsw, rows.texts
+        index._row = {rows.ids[p]: int(p) for p in np.flatnonzero(rows.alive)}
+        name = getattr(encoder, "name", None)
+        if encoder is not None and rows.model_name and name not in (None, rows.model_name):
+            logger.warning("index %s was built with %s, searching with %s", path, rows.model_name, encoder)
+        return index
 
     def export_parquet(self, path: str | Path, *, batch_rows: int = 65_536) -> None:
         """Live ids and vectors as Parquet (``id`` string, ``vector`` fixed-size list of float32)."""
-        from biencoder.index.persist import export_parquet
-
-        export_parquet(self, Path(path), batch_rows=batch_rows)
+        persist.export_parquet(self._rows(), Path(path), batch_rows=batch_rows)
 
     def __repr__(self) -> str:
         c = self.config

@@ -1,26 +1,49 @@
-"""Saving and loading the index folder (atomically, checked), and the Parquet export."""
+"""Saving and loading the index folder (atomically, checked), and the Parquet export.
+
+These functions work on :class:`IndexRows`, the index's rows and settings as plain data:
+``Index`` hands them over and is rebuilt from them, so this module never imports ``Index``.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from biencoder.atomic import atomic_dir, atomic_file
 from biencoder.index import storage
 from biencoder.index.config import IndexConfig
 from biencoder.index.hnsw import Hnsw
+from biencoder.index.scoring import gather_rows
 from biencoder.index.storage import IndexFormatError, Manifest
-from biencoder.protocol import Encoder
-
-if TYPE_CHECKING:
-    from biencoder.index.core import Index
 
 logger = logging.getLogger(__name__)
 
 HNSW_FILE = "hnsw.faiss"
+
+
+@dataclass(slots=True)
+class IndexRows:
+    """Everything an index folder holds: rows in insertion order, dead ones included."""
+
+    config: IndexConfig
+    dim: int
+    model_name: str | None
+    ids: list[str]
+    alive: NDArray[np.bool_]
+    blocks: list[Any]  # float32 [m, dim] blocks
+    codes: list[Any] = field(default_factory=list)  # int8 [m, dim] or packed bits, if quantized
+    ranges: NDArray[np.float32] | None = None  # int8 [2, dim]
+    hnsw: Hnsw | None = None
+    texts: list[str | None] | None = None
+
+    @property
+    def live(self) -> int:
+        return int(self.alive.sum())
 
 
 def _write_blocks(path: Path, blocks: list[Any], shape: tuple[int, int], dtype: np.dtype[Any]) -> None:
@@ -36,44 +59,43 @@ def _write_blocks(path: Path, blocks: list[Any], shape: tuple[int, int], dtype: 
     del out
 
 
-def save_index(index: Index, path: Path) -> None:
-    dim = index._need_dim()
-    count = len(index._ids)
+def save_index(rows: IndexRows, path: Path) -> None:
+    dim, count = rows.dim, len(rows.ids)
     with atomic_dir(path) as tmp:
         names = ["ids.json", "alive.npy", "vectors.npy"]
-        storage.write_ids(tmp, index._ids)
-        storage.save_array(tmp, "alive.npy", index._alive)
-        _write_blocks(tmp / "vectors.npy", index._blocks, (count, dim), np.dtype(np.float32))
-        if index._codes:
-            width = index._codes[0].shape[1]
-            _write_blocks(tmp / "codes.npy", index._codes, (count, width), index._codes[0].dtype)
+        storage.write_ids(tmp, rows.ids)
+        storage.save_array(tmp, "alive.npy", rows.alive)
+        _write_blocks(tmp / "vectors.npy", rows.blocks, (count, dim), np.dtype(np.float32))
+        if rows.codes:
+            width = rows.codes[0].shape[1]
+            _write_blocks(tmp / "codes.npy", rows.codes, (count, width), rows.codes[0].dtype)
             names.append("codes.npy")
-        if index._ranges is not None:
-            storage.save_array(tmp, "int8_ranges.npy", index._ranges)
+        if rows.ranges is not None:
+            storage.save_array(tmp, "int8_ranges.npy", rows.ranges)
             names.append("int8_ranges.npy")
-        if index._hnsw is not None:
-            index._hnsw.save(tmp / HNSW_FILE)
+        if rows.hnsw is not None:
+            rows.hnsw.save(tmp / HNSW_FILE)
             names.append(HNSW_FILE)
-        if index._texts is not None:
-            storage.write_texts(tmp, index._texts)
+        if rows.texts is not None:
+            storage.write_texts(tmp, rows.texts)
             names.append(storage.TEXTS_FILE)
-        c = index.config
+        c = rows.config
         manifest = Manifest(
             dim=dim,
             count=count,
-            live=len(index),
+            live=rows.live,
             metric=c.metric,
             kind=c.kind,
             quantization=c.quantization,
-            model_name=index.model_name,
+            model_name=rows.model_name,
             config=c.to_dict(),
             files=storage.describe_files(tmp, names),
         )
         storage.write_manifest(tmp, manifest)  # last: a folder without it is never taken for whole
-    logger.info("saved %s to %s", index, path)
+    logger.info("saved %d rows (%d live) to %s", count, rows.live, path)
 
 
-def load_index(cls: type[Index], path: Path, *, encoder: Encoder | None, mmap: bool, verify: bool) -> Index:
+def load_index(path: Path, *, mmap: bool, verify: bool) -> IndexRows:
     m = storage.read_manifest(path, verify=verify)
     try:
         config = IndexConfig.from_dict(m.config)
@@ -81,12 +103,6 @@ def load_index(cls: type[Index], path: Path, *, encoder: Encoder | None, mmap: b
         raise IndexFormatError(f"{path / storage.MANIFEST}: bad index config ({exc})") from None
     if (config.metric, config.kind, config.quantization) != (m.metric, m.kind, m.quantization):
         raise IndexFormatError(f"{path / storage.MANIFEST}: config disagrees with metric/kind/quantization")
-    if encoder is not None and encoder.dimension != m.dim:
-        raise ValueError(
-            f"dimension mismatch: the index at {path} holds {m.dim}-dimensional vectors "
-            f"(model {m.model_name!r}), the encoder gives {encoder.dimension}"
-        )
-    index = cls(m.dim, encoder=encoder, config=config, model_name=m.model_name)
     ids = storage.read_ids(path, m.count)
     alive = storage.load_array(path, "alive.npy", (m.count,), np.bool_, mmap=False).copy()
     if int(alive.sum()) != m.live:
@@ -94,51 +110,50 @@ def load_index(cls: type[Index], path: Path, *, encoder: Encoder | None, mmap: b
             f"{path / 'alive.npy'}: {int(alive.sum())} live rows, the manifest says {m.live}"
         )
     vectors = storage.load_array(path, "vectors.npy", (m.count, m.dim), np.float32, mmap)
-    index._blocks = [vectors] if m.count else []
+    rows = IndexRows(
+        config=config,
+        dim=m.dim,
+        model_name=m.model_name,
+        ids=ids,
+        alive=alive,
+        blocks=[vectors] if m.count else [],
+    )
     quant = config.quant
     if quant.value == "int8":
-        index._ranges = np.array(storage.load_array(path, "int8_ranges.npy", (2, m.dim), np.float32, False))
-        index._codes = [storage.load_array(path, "codes.npy", (m.count, m.dim), np.int8, mmap)]
+        rows.ranges = np.array(storage.load_array(path, "int8_ranges.npy", (2, m.dim), np.float32, False))
+        rows.codes = [storage.load_array(path, "codes.npy", (m.count, m.dim), np.int8, mmap)]
     elif quant.value == "binary":
-        index._codes = [storage.load_array(path, "codes.npy", (m.count, (m.dim + 7) // 8), np.uint8, mmap)]
+        rows.codes = [storage.load_array(path, "codes.npy", (m.count, (m.dim + 7) // 8), np.uint8, mmap)]
     if config.kind == "hnsw" and m.count:
-        index._hnsw = Hnsw.load(path / HNSW_FILE, config.similarity, quant)
-        if len(index._hnsw) != m.count:
-            raise IndexFormatError(
-                f"{path / HNSW_FILE}: {len(index._hnsw)} rows, the manifest says {m.count}"
-            )
-    index._ids = ids
-    index._alive = alive
+        rows.hnsw = Hnsw.load(path / HNSW_FILE, config.similarity, quant)
+        if len(rows.hnsw) != m.count:
+            raise IndexFormatError(f"{path / HNSW_FILE}: {len(rows.hnsw)} rows, the manifest says {m.count}")
     if storage.TEXTS_FILE in m.files:
-        index._texts = storage.read_texts(path, m.count)
-    index._row = {ids[p]: int(p) for p in np.flatnonzero(alive)}
-    if len(index._row) != m.live:
+        rows.texts = storage.read_texts(path, m.count)
+    live_ids = {ids[p] for p in np.flatnonzero(alive)}
+    if len(live_ids) != m.live:
         raise IndexFormatError(f"{path / 'ids.json'}: live ids are not unique")
-    if encoder is not None and m.model_name and getattr(encoder, "name", None) not in (None, m.model_name):
-        logger.warning("index %s was built with %s, searching with %s", path, m.model_name, encoder)
-    return index
+    return rows
 
 
-def export_parquet(index: Index, path: Path, *, batch_rows: int) -> None:
+def export_parquet(rows: IndexRows, path: Path, *, batch_rows: int) -> None:
     """Live rows as Parquet: ``id`` (string) and ``vector`` (fixed_size_list<float32>[dim]), streamed."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise ImportError("Parquet export needs pyarrow: pip install 'biencoder[data]'") from exc
-    dim = index._need_dim()
+    dim = rows.dim
     schema = pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32(), dim))])
-    live = np.flatnonzero(index._alive)
+    live = np.flatnonzero(rows.alive)
     with atomic_file(path) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
         for s in range(0, len(live), batch_rows):
             pos = live[s : s + batch_rows]
-            from biencoder.index.scoring import gather_rows
-
-            vecs = gather_rows(index._blocks, pos, dim)
+            vecs = gather_rows(rows.blocks, pos, dim)
             flat = pa.array(vecs.reshape(-1), type=pa.float32())
             table = pa.table(
                 {
-                    "id": pa.array([index._ids[p] for p in pos], pa.string()),
+                    "id": pa.array([rows.ids[p] for p in pos], pa.string()),
                     "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
                 },
                 schema=schema,
