@@ -49,3 +49,29 @@ def minilm(minilm_path: Path):  # type: ignore[no-untyped-def]
 def st_minilm(minilm_path: Path):  # type: ignore[no-untyped-def]
     st = pytest.importorskip("sentence_transformers")
     return st.SentenceTransformer(str(minilm_path), device="cpu")
+
+
+DL19_SAMPLE = 2400  # passages of TREC DL19-mini (MS MARCO) for the scale-out tests
+
+
+@pytest.fixture(scope="session")
+def dl19_sample(data_dir: Path) -> list[dict[str, str]]:
+    """The first 2,400 real MS MARCO passages of TREC DL19-mini (``_id``, ``title``, ``text``)."""
+    import json
+
+    path = data_dir / "trec-dl19-mini" / "corpus.jsonl"
+    with path.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for _, line in zip(range(DL19_SAMPLE), f, strict=False)]
+    return [{"_id": r["_id"], "title": r.get("title") or "", "text": r["text"]} for r in rows]
+
+
+@pytest.fixture(scope="session")
+def dl19_embeddings(dl19_sample: list[dict[str, str]], data_dir: Path, minilm_path: Path):  # type: ignore[no-untyped-def]
+    """(ids, passage vectors [n, 384], query vectors [43, 384]) from the ONNX fp32 runtime, one process."""
+    from biencoder.data.beir import doc_text, load_queries
+    from biencoder.loading import load_encoder
+
+    encoder = load_encoder(minilm_path, "onnx")
+    queries = list(load_queries(data_dir / "trec-dl19-mini" / "queries.jsonl").values())
+    ids = [r["_id"] for r in dl19_sample]
+    return ids, encoder.encode([doc_text(r) for r in dl19_sample]), encoder.encode(queries)

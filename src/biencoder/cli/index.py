@@ -1,8 +1,12 @@
-"""``biencoder index``: embed a corpus into an index folder; an interrupted build resumes.
+"""``biencoder index``: embed a corpus into a store folder; an interrupted build resumes.
 
-Embeddings are written in shards to ``<output>.partial/`` with a progress manifest; a rerun of
-the same command (same corpus file, model and settings) skips the finished shards. The index
-folder itself is assembled and written atomically at the end, then the work folder removed.
+``--backend memory`` (default) writes the in-process index, ``lancedb`` an embedded LanceDB
+table in the folder, ``pgvector`` a PostgreSQL table (the folder records which; ``--dsn`` or
+BIENCODER_PG_DSN connects). Embeddings are written in shards to ``<output>.partial/`` with a
+progress manifest; a rerun of the same command (same corpus file, model and settings) skips the
+finished shards. ``--vectors`` ingests Parquet shards of ``id``/``vector`` instead (what
+``biencoder encode --engine ray`` writes), streamed, without encoding. The store itself is
+assembled at the end and appears whole (see ``biencoder.stores.build``).
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ import argparse
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from biencoder.data import DataFormatError
+
+if TYPE_CHECKING:
+    from biencoder.stores.build import StoreSpec
+    from biencoder.stores.contract import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +33,26 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--model", "-m", default="sentence-transformers/all-MiniLM-L6-v2", help="model name or folder"
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--corpus",
         "-c",
-        required=True,
         help="BEIR corpus.jsonl (_id, title, text), other .jsonl, .txt (one a line), .csv, .tsv or .parquet",
     )
-    p.add_argument("--output", "-o", required=True, help="index folder to write")
+    source.add_argument("--vectors", help="a folder or glob of Parquet shards of id and vector (no encoding)")
+    p.add_argument("--output", "-o", required=True, help="store folder to write")
+    p.add_argument("--backend", choices=["memory", "lancedb", "pgvector"], default="memory")
     p.add_argument("--field", help="text field or column (default: text)")
     p.add_argument(
         "--id-field", help="id field or column (default: _id or id if present, else the row number)"
     )
-    p.add_argument("--kind", choices=["exact", "hnsw"], default="exact", help="exact search or an HNSW graph")
-    p.add_argument("--quantization", choices=["none", "int8", "binary"], default="none")
+    p.add_argument(
+        "--kind",
+        choices=["exact", "hnsw", "ivf_pq", "ivf_hnsw_sq"],
+        default="exact",
+        help="exact search, or an ANN index: hnsw (memory, pgvector), ivf_pq or ivf_hnsw_sq (lancedb)",
+    )
+    p.add_argument("--quantization", choices=["none", "int8", "binary"], default="none", help="memory only")
     p.add_argument("--metric", help="cosine, dot, euclidean, manhattan (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=10_000, help="texts per resumable shard")
@@ -49,27 +65,61 @@ def register(sub: Any) -> None:
         action="store_true",
         help="keep each text in the index (search and the server return it)",
     )
+    ann = p.add_argument_group("ANN index settings")
+    ann.add_argument("--connectivity", type=int, help="HNSW M (memory 32, lancedb 20, pgvector 16)")
+    ann.add_argument("--expansion-add", type=int, help="HNSW efConstruction (200 / 300 / 64)")
+    ann.add_argument("--expansion-search", type=int, help="HNSW efSearch kept for searches (128 / 100 / 100)")
+    ann.add_argument("--partitions", type=int, help="lancedb IVF partitions (default: about sqrt(rows))")
+    ann.add_argument("--sub-vectors", type=int, help="lancedb PQ sub-vectors (default: dim/8 or less)")
+    ann.add_argument("--nprobes", type=int, default=20, help="lancedb IVF partitions searched")
+    ann.add_argument(
+        "--refine-factor", type=int, default=10, help="lancedb: rescore k*this with full vectors"
+    )
+    db = p.add_argument_group("database backends")
+    db.add_argument("--dsn", help="pgvector: PostgreSQL connection (default: $BIENCODER_PG_DSN)")
+    db.add_argument("--table", default="vectors", help="table name (lancedb, pgvector)")
+    db.add_argument(
+        "--lance-uri", help="lancedb: the database elsewhere (s3://..., a path); default: in the folder"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from biencoder.encoder import SentenceEncoder
-    from biencoder.index import Index, IndexConfig
+    from biencoder.stores.build import StoreSpec, build_store
 
     if args.shard_size < 1 or args.batch_size < 1:
         raise ValueError("--shard-size and --batch-size must be positive")
-    corpus = Path(args.corpus)
+    spec = StoreSpec(
+        backend=args.backend,
+        kind=args.kind,
+        metric=args.metric or "cosine",
+        quantization=args.quantization,
+        connectivity=args.connectivity,
+        expansion_add=args.expansion_add,
+        expansion_search=args.expansion_search,
+        partitions=args.partitions,
+        sub_vectors=args.sub_vectors,
+        nprobes=args.nprobes,
+        refine_factor=args.refine_factor,
+        table=args.table,
+        dsn=args.dsn,
+        lance_uri=args.lance_uri,
+    )
     output = Path(args.output)
+    if args.vectors is not None:
+        return _from_vectors(args, spec, output)
+    corpus = Path(args.corpus)
     ids, texts = read_corpus(corpus, args.field, args.id_field)
     if not texts:
         raise ValueError(f"{corpus}: no texts to index")
+    from biencoder.encoder import SentenceEncoder
+
     model_name = str(Path(args.model).resolve()) if Path(args.model).is_dir() else args.model
     model = SentenceEncoder.load(args.model, device=args.device)
-    config = IndexConfig(
-        metric=args.metric or model.similarity_fn_name, kind=args.kind, quantization=args.quantization
-    )
+    if args.metric is None:
+        from dataclasses import replace
+
+        spec = replace(spec, metric=model.similarity_fn_name)
     work = output.with_name(output.name + ".partial")
     progress = {
         "corpus": str(corpus.resolve()),
@@ -82,16 +132,76 @@ def run(args: argparse.Namespace) -> int:
     }
     _prepare_work(work, progress, args.restart)
     _embed_shards(model, texts, work, args.shard_size, args.batch_size)
-    index = Index(model.dimension, config=config, model_name=model_name)
-    for n, start in enumerate(range(0, len(texts), args.shard_size)):
-        part = slice(start, start + args.shard_size)
-        index.add(
-            ids[part], np.load(work / f"shard_{n:05d}.npy"), texts=texts[part] if args.store_texts else None
-        )
-    index.save(output)
+
+    def batches() -> Iterator[Batch]:
+        import numpy as np
+
+        for n, start in enumerate(range(0, len(texts), args.shard_size)):
+            part = slice(start, start + args.shard_size)
+            vectors = np.load(work / f"shard_{n:05d}.npy")
+            yield ids[part], vectors, texts[part] if args.store_texts else None
+
+    times = build_store(spec, output, batches(), dimension=model.dimension, model_name=model_name)
     shutil.rmtree(work, ignore_errors=True)
-    logger.info("indexed %d texts from %s into %s (%s)", len(index), corpus, output, index)
+    logger.info(
+        "indexed %d texts from %s into %s (%s, %s): ingest %.1f s, index %.1f s",
+        len(texts),
+        corpus,
+        output,
+        spec.backend,
+        spec.kind,
+        times["ingest_s"],
+        times["index_s"],
+    )
     return 0
+
+
+def _from_vectors(args: argparse.Namespace, spec: StoreSpec, output: Path) -> int:
+    """Ingest Parquet shards of id/vector (``biencoder encode --engine ray`` output), streamed."""
+    import pyarrow.parquet as pq
+
+    from biencoder.engines.ray_encode import META_MODEL
+    from biencoder.stores.build import build_store
+    from biencoder.stores.contract import parquet_vector_batches
+
+    if args.store_texts:
+        raise ValueError("--store-texts needs --corpus: vector shards carry no texts")
+    paths = _vector_shards(args.vectors)
+    schema = pq.read_schema(paths[0])
+    field = schema.field("vector") if "vector" in schema.names else None
+    dimension = getattr(field.type, "list_size", None) if field is not None else None
+    if not dimension or dimension < 1:
+        raise DataFormatError(f"{paths[0]}: needs a 'vector' column of fixed_size_list<float32>[dim]")
+    recorded = (schema.metadata or {}).get(META_MODEL)
+    model_name = recorded.decode() if recorded else args.model
+    times = build_store(
+        spec, output, parquet_vector_batches(paths), dimension=dimension, model_name=model_name
+    )
+    logger.info(
+        "ingested %d shards into %s (%s, %s): ingest %.1f s, index %.1f s",
+        len(paths),
+        output,
+        spec.backend,
+        spec.kind,
+        times["ingest_s"],
+        times["index_s"],
+    )
+    return 0
+
+
+def _vector_shards(spec: str) -> list[Path]:
+    import glob
+
+    path = Path(spec)
+    if path.is_dir():
+        paths = sorted(path.glob("*.parquet"))
+    elif any(c in spec for c in "*?["):
+        paths = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
+    else:
+        paths = [path] if path.is_file() else []
+    if not paths:
+        raise FileNotFoundError(f"no Parquet vector shards at {spec}")
+    return paths
 
 
 def _prepare_work(work: Path, progress: dict[str, Any], restart: bool) -> None:

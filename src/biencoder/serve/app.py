@@ -39,11 +39,10 @@ _HEALTH_PROBE_AFTER = 5.0  # seconds without a finished batch before /health run
 
 
 def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> FastAPI:
-    """The app for one model; ``index`` (a loaded ``biencoder.Index``) enables /v1/search."""
-    if index is not None and index.dim is not None and index.dim != served.encoder.dimension:
-        raise ValueError(
-            f"the index holds {index.dim}-d vectors but the model gives {served.encoder.dimension}"
-        )
+    """The app for one model; ``index`` (any ``biencoder.stores.VectorStore``) enables /v1/search."""
+    dim = None if index is None else index.dimension
+    if dim is not None and dim != served.encoder.dimension:
+        raise ValueError(f"the index holds {dim}-d vectors but the model gives {served.encoder.dimension}")
     metrics = Metrics()
     state = ServerState()
     batcher = Batcher(

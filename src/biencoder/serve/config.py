@@ -20,7 +20,11 @@ class ServeConfig:
         default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "model name or folder"}
     )
     index: str | None = field(
-        default=None, metadata={"help": "index folder (biencoder index) to serve POST /v1/search over"}
+        default=None,
+        metadata={
+            "help": "store folder (biencoder index: memory, lancedb or pgvector with $BIENCODER_PG_DSN) "
+            "to serve POST /v1/search over"
+        },
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8080, metadata={"help": "port to bind"})

@@ -92,7 +92,7 @@ class Service:
     served: ServedModel
     config: ServeConfig
     embedder: Embedder
-    index: Any  # a loaded biencoder.Index, or None
+    index: Any  # a biencoder.stores.VectorStore (memory, lancedb, pgvector), or None
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -73,7 +73,7 @@ def register(table: RouteTable, ctx: Service) -> None:
         model = ctx.check_model(req.model)
         if ctx.index is None:
             raise APIError(
-                404, "this server has no ctx.index: start it with --ctx.index DIR to search", code="no_index"
+                404, "this server has no index: start it with --index DIR to search", code="no_index"
             )
         if (req.query is None) == (req.queries is None):
             raise APIError(
@@ -113,7 +113,7 @@ def register(table: RouteTable, ctx: Service) -> None:
         search,
         "POST",
         response_model=s.SearchResponse,
-        summary="Embed queries and search the ctx.index in one request",
+        summary="Embed queries and search the index in one request",
         openapi_extra=body(s.SearchRequest),
         responses=errors_doc(s.OpenAIError, 400, 401, 404, 413, 422, 429, 503),
     )

@@ -99,9 +99,10 @@ def _exit_while_loading(sig: int, _: FrameType | None) -> None:
 
 
 def _load_index(path: str) -> Any:
-    from biencoder.index import Index
+    """Any store folder (memory, lancedb, pgvector: BIENCODER_PG_DSN connects the last)."""
+    from biencoder.stores import open_store
 
-    return Index.load(path)
+    return open_store(path)
 
 
 def _reuse_port_socket(host: str, port: int) -> socket.socket:

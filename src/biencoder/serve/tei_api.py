@@ -96,10 +96,11 @@ def register(table: RouteTable, ctx: Service) -> None:
             None
             if ctx.index is None
             else {
-                "rows": len(ctx.index),
-                "dimension": int(ctx.index.dim or 0),
-                "kind": str(ctx.index.config.kind),
-                "metric": str(ctx.index.config.metric),
+                "backend": str(ctx.index.backend),
+                "rows": int(ctx.index.count),
+                "dimension": int(ctx.index.dimension or 0),
+                "kind": str(ctx.index.kind),
+                "metric": str(ctx.index.metric),
             }
         )
         content = {

@@ -1,0 +1,350 @@
+"""LanceDB (embedded, on local disk or object storage) behind the store contract.
+
+The folder holds ``store.json`` and the LanceDB database (``lance/``); a ``uri`` given at
+creation puts the database elsewhere (``s3://...``, ``gs://...``) and is kept in the manifest.
+Without a vector index every search is exact (a flat scan); ``build_index`` makes an IVF_PQ or
+IVF_HNSW_SQ index, and its searches take ``nprobes``, ``refine_factor`` (rescoring the
+``k * refine_factor`` best with the full vectors) and, for HNSW, ``ef``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from biencoder.index.config import SearchResult
+from biencoder.protocol import Encoder
+from biencoder.stores.contract import (
+    Batch,
+    Ids,
+    StoreFormatError,
+    StoreManifest,
+    check_k,
+    check_rows,
+    id_list,
+    vectors_of,
+)
+
+logger = logging.getLogger(__name__)
+
+LANCE_KINDS = ("exact", "ivf_pq", "ivf_hnsw_sq")
+_SQL_CHUNK = 1000  # ids per IN (...) list
+
+
+def _lancedb() -> Any:
+    try:
+        import lancedb
+    except ImportError as exc:
+        raise ImportError("the LanceDB backend needs lancedb: pip install 'biencoder[stores]'") from exc
+    return lancedb
+
+
+def _sql_in(ids: Sequence[str]) -> str:
+    quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+    return f"id IN ({quoted})"
+
+
+class LanceStore:
+    """A LanceDB table of ``id`` (string), ``vector`` (fixed_size_list<float32>[dim]) and ``text``."""
+
+    backend = "lancedb"
+
+    def __init__(self, folder: Path, manifest: StoreManifest, table: Any, encoder: Encoder | None) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.encoder = encoder
+        self._table = table
+
+    # --- opening -------------------------------------------------------------------------
+    @staticmethod
+    def database_uri(folder: Path, manifest: StoreManifest) -> str:
+        return str(manifest.index_params.get("uri") or folder / "lance")
+
+    @classmethod
+    def create(
+        cls,
+        folder: str | Path,
+        *,
+        dimension: int,
+        metric: str = "cosine",
+        model_name: str | None = None,
+        table: str = "vectors",
+        uri: str | None = None,
+        encoder: Encoder | None = None,
+    ) -> LanceStore:
+        """A new, empty store at ``folder`` (an existing table of that name is replaced)."""
+        import pyarrow as pa
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        params = {"uri": uri} if uri else {}
+        manifest = StoreManifest(
+            backend="lancedb",
+            dimension=dimension,
+            metric=metric,
+            model_name=model_name,
+            table=table,
+            index_params=params,
+        )
+        schema = pa.schema(
+            [("id", pa.string()), ("vector", pa.list_(pa.float32(), dimension)), ("text", pa.string())]
+        )
+        db = _lancedb().connect(cls.database_uri(folder, manifest))
+        tbl = db.create_table(table, schema=schema, mode="overwrite")
+        manifest.write(folder)
+        return cls(folder, manifest, tbl, encoder)
+
+    @classmethod
+    def open(cls, folder: str | Path, *, encoder: Encoder | None = None) -> LanceStore:
+        folder = Path(folder)
+        manifest = StoreManifest.read(folder)
+        if manifest.backend != "lancedb":
+            raise StoreFormatError(f"{folder}: a {manifest.backend} store, not lancedb")
+        if encoder is not None and encoder.dimension != manifest.dimension:
+            raise ValueError(
+                f"dimension mismatch: the store at {folder} holds {manifest.dimension}-dimensional "
+                f"vectors (model {manifest.model_name!r}), the encoder gives {encoder.dimension}"
+            )
+        db = _lancedb().connect(cls.database_uri(folder, manifest))
+        try:
+            tbl = db.open_table(manifest.table)
+        except (ValueError, FileNotFoundError) as exc:
+            raise StoreFormatError(f"{folder}: no LanceDB table {manifest.table!r} ({exc})") from None
+        return cls(folder, manifest, tbl, encoder)
+
+    # --- the contract --------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return self.manifest.dimension
+
+    @property
+    def metric(self) -> str:
+        return self.manifest.metric
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def model_name(self) -> str | None:
+        return self.manifest.model_name
+
+    @property
+    def count(self) -> int:
+        return int(self._table.count_rows())
+
+    @property
+    def has_texts(self) -> bool:
+        return self.manifest.has_texts
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, ids: Ids, data: Any, *, texts: Sequence[str] | None = None) -> None:
+        """Insert rows; an id already present is replaced (a merge on ``id``)."""
+        ids_ = id_list(ids)
+        vectors = vectors_of(
+            data, encoder=self.encoder, dimension=self.dimension, metric=self.metric, what="added data"
+        )
+        check_rows(ids_, len(vectors), texts)
+        if not ids_:
+            return
+        batch = self._arrow(ids_, vectors, texts)
+        if self.count == 0:
+            self._table.add(batch)
+        else:
+            merge = self._table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+            merge.execute(batch)
+        if texts is not None:
+            self._note_texts()
+
+    upsert = add
+
+    def ingest(self, batches: Iterable[Batch]) -> int:
+        """Append a stream of (ids, vectors, texts or None) batches into an empty table, one batch
+        in memory at a time; a failure part-way leaves the table as it was. An append does not
+        look ids up: they must be unique across the stream (as a corpus's are; ``add`` merges)."""
+        import pyarrow as pa
+
+        if self.count:
+            raise ValueError(f"{self.folder}: ingest is for an empty table; use add/upsert to change rows")
+        seen = 0
+        with_texts: list[bool] = []
+        failure: list[BaseException] = []  # the stream's own error (LanceDB would wrap it)
+
+        def stream() -> Iterator[Any]:
+            nonlocal seen
+            try:
+                for ids, vectors, texts in batches:
+                    x = vectors_of(
+                        vectors, encoder=None, dimension=self.dimension, metric=self.metric, what="vectors"
+                    )
+                    check_rows(ids, len(x), texts)
+                    seen += len(ids)
+                    with_texts.append(texts is not None)
+                    yield from self._arrow(ids, x, texts).to_batches()
+            except Exception as exc:
+                failure.append(exc)
+
+        schema = self._table.schema
+        before = self._table.version
+        try:
+            self._table.add(pa.RecordBatchReader.from_batches(schema, stream()))
+            if failure:
+                raise failure[0]
+        except BaseException:
+            self._table.restore(before)  # the table as it was: nothing of this ingest stays
+            raise
+        if any(with_texts):
+            self._note_texts()
+        return seen
+
+    def remove(self, ids: Ids) -> None:
+        """Remove ids; all must be present (KeyError names those that are not)."""
+        ids_ = list(dict.fromkeys(id_list(ids)))
+        present: set[str] = set()
+        for s in range(0, len(ids_), _SQL_CHUNK):
+            part = ids_[s : s + _SQL_CHUNK]
+            rows = self._table.search().where(_sql_in(part)).select(["id"]).limit(len(part)).to_arrow()
+            present.update(rows.column("id").to_pylist())
+        missing = [i for i in ids_ if i not in present]
+        if missing:
+            raise KeyError(f"{len(missing)} ids not in the store, e.g. {missing[:5]}")
+        for s in range(0, len(ids_), _SQL_CHUNK):
+            self._table.delete(_sql_in(ids_[s : s + _SQL_CHUNK]))
+
+    def texts_of(self, ids: Sequence[str]) -> list[str | None]:
+        if not self.has_texts or not ids:
+            return [None] * len(ids)
+        found: dict[str, str | None] = {}
+        unique = list(dict.fromkeys(ids))
+        for s in range(0, len(unique), _SQL_CHUNK):
+            part = unique[s : s + _SQL_CHUNK]
+            rows = self._table.search().where(_sql_in(part)).select(["id", "text"]).limit(len(part))
+            found.update(zip(*rows.to_arrow().to_pydict().values(), strict=True))
+        return [found.get(i) for i in ids]
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        rescore: bool = True,
+        expansion_search: int | None = None,
+        nprobes: int | None = None,
+        refine_factor: int | None = None,
+        exact: bool = False,
+    ) -> SearchResult:
+        """The ``k`` best rows per query; exact when the table has no vector index or ``exact``."""
+        k = check_k(k)
+        q = vectors_of(
+            [queries] if isinstance(queries, str) else queries,
+            encoder=self.encoder,
+            dimension=self.dimension,
+            metric=self.metric,
+            what="queries",
+        )
+        params = {**self.manifest.search_params}
+        indexed = self.kind != "exact" and not exact
+        ids: list[list[str]] = []
+        scores: list[list[float]] = []
+        for vector in q:
+            query = self._table.search(vector, vector_column_name="vector").distance_type(self.metric)
+            query = query.limit(k).select(["id", "_distance"])
+            if not indexed:
+                query = query.bypass_vector_index()
+            else:
+                query = query.nprobes(nprobes or params.get("nprobes", 20))
+                factor = refine_factor or params.get("refine_factor")
+                if rescore and factor:
+                    query = query.refine_factor(factor)
+                if self.kind == "ivf_hnsw_sq":
+                    query = query.ef(expansion_search or params.get("ef", 100))
+            table = query.to_arrow()
+            ids.append([str(i) for i in table.column("id").to_pylist()])
+            distance = table.column("_distance").to_numpy()
+            # cosine distance is 1 - cos; dot "distance" is 1 - dot: the Index's scores are 1 - d
+            scores.append([float(s) for s in 1.0 - distance.astype(np.float64)])
+        return SearchResult(ids=ids, scores=scores)
+
+    # --- the vector index ----------------------------------------------------------------
+    def build_index(
+        self,
+        kind: str,
+        *,
+        num_partitions: int | None = None,
+        num_sub_vectors: int | None = None,
+        m: int = 20,
+        ef_construction: int = 300,
+        nprobes: int = 20,
+        refine_factor: int | None = 10,
+        ef: int = 100,
+    ) -> float:
+        """Build (or drop, with ``exact``) the vector index; returns the seconds it took."""
+        from lancedb.index import HnswSq, IvfPq
+
+        if kind not in LANCE_KINDS:
+            raise ValueError(f"unknown LanceDB index kind {kind!r}; valid: {', '.join(LANCE_KINDS)}")
+        metric: Any = self.metric  # "cosine" or "dot", as LanceDB spells them
+        start = time.perf_counter()
+        search: dict[str, Any] = {}
+        built: dict[str, Any] = {k: v for k, v in self.manifest.index_params.items() if k == "uri"}
+        if kind != "exact":
+            rows = self.count
+            if rows < 256:
+                raise ValueError(f"a LanceDB {kind} index needs >= 256 rows to train, the table has {rows}")
+            parts = num_partitions or max(1, min(int(np.sqrt(rows)), rows // 256))
+            if kind == "ivf_pq":
+                subs = num_sub_vectors or next(
+                    s for s in (48, 32, 24, 16, 8, 4, 1) if self.dimension % s == 0
+                )
+                config: Any = IvfPq(distance_type=metric, num_partitions=parts, num_sub_vectors=subs)
+                built.update(num_partitions=parts, num_sub_vectors=subs)
+                search.update(nprobes=nprobes, refine_factor=refine_factor)
+            else:
+                config = HnswSq(
+                    distance_type=metric, num_partitions=parts, m=m, ef_construction=ef_construction
+                )
+                built.update(num_partitions=parts, m=m, ef_construction=ef_construction)
+                search.update(nprobes=nprobes, ef=ef, refine_factor=refine_factor)
+            self._table.create_index("vector", config=config, replace=True)
+        else:
+            for index in self._table.list_indices():
+                self._table.drop_index(index.name)
+        seconds = time.perf_counter() - start
+        self._rewrite(kind=kind, index_params=built, search_params=search)
+        logger.info("LanceDB %s index over %d rows in %.1f s", kind, self.count, seconds)
+        return seconds
+
+    # --- helpers -------------------------------------------------------------------------
+    def _arrow(self, ids: list[str], vectors: NDArray[np.float32], texts: Sequence[str] | None) -> Any:
+        import pyarrow as pa
+
+        flat = pa.array(vectors.reshape(-1), type=pa.float32())
+        return pa.table(
+            {
+                "id": pa.array(ids, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(flat, self.dimension),
+                "text": pa.array(list(texts) if texts is not None else [None] * len(ids), pa.string()),
+            },
+            schema=self._table.schema,
+        )
+
+    def _note_texts(self) -> None:
+        if not self.manifest.has_texts:
+            self._rewrite(has_texts=True)
+
+    def _rewrite(self, **changes: Any) -> None:
+        from dataclasses import replace
+
+        self.manifest = replace(self.manifest, **changes)
+        self.manifest.write(self.folder)
+
+    def __repr__(self) -> str:
+        return f"LanceStore({self.folder}, table={self.manifest.table!r}, kind={self.kind})"
