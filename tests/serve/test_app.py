@@ -54,6 +54,41 @@ def test_search_equals_in_process_index_search(search_client) -> None:  # type: 
     assert len(one["data"]) == 1 and len(one["data"][0]["hits"]) == len(CORPUS)  # k capped at the corpus
 
 
+def test_search_route_over_a_lancedb_store(tiny_onnx: Path, tmp_path: Path) -> None:
+    """The route depends on the store contract only: a LanceDB folder serves like an Index."""
+    pytest.importorskip("lancedb")
+    from starlette.testclient import TestClient
+
+    from biencoder.index import Index
+    from biencoder.serve.app import create_app
+    from biencoder.serve.model import load_served_model
+    from biencoder.stores import open_store
+    from biencoder.stores.lance import LanceStore
+
+    served = load_served_model(str(tiny_onnx))
+    vectors = served.encoder.encode(CORPUS)
+    ids = [f"d{i}" for i in range(len(CORPUS))]
+    LanceStore.create(tmp_path / "lance", dimension=served.encoder.dimension).add(ids, vectors, texts=CORPUS)
+    reference = Index(served.encoder.dimension)
+    reference.add(ids, vectors)
+    app = create_app(served, ServeConfig(model=str(tiny_onnx)), open_store(tmp_path / "lance"))
+    with TestClient(app) as client:
+        body = client.post("/v1/search", json={"queries": ["a cat on a mat", "rivers"], "k": 3}).json()
+        info = client.get("/info").json()
+    want = reference.search(served.encoder.encode(["a cat on a mat", "rivers"]), 3)
+    for i, item in enumerate(body["data"]):
+        assert [h["id"] for h in item["hits"]] == want.ids[i]
+        assert [h["text"] for h in item["hits"]] == [CORPUS[int(h["id"][1:])] for h in item["hits"]]
+        np.testing.assert_allclose([h["score"] for h in item["hits"]], want.scores[i], atol=1e-5)
+    assert info["index"] == {
+        "backend": "lancedb",
+        "rows": 6,
+        "dimension": served.encoder.dimension,
+        "kind": "exact",
+        "metric": "cosine",
+    }
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [({"k": 3}, "query"), ({"query": "a", "queries": ["b"]}, "query"), ({"query": "a", "k": 0}, "k"),
