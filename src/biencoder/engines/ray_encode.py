@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
 import os
 import time
@@ -119,6 +120,30 @@ def count_rows(source: Path) -> int:
         return int(pq.read_metadata(source).num_rows)
     with source.open("rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+def check_columns(source: Path, column: str | None, id_column: str | None) -> None:
+    """Fail before any work if a shard lacks the text or id column (Parquet schema, first JSONL line)."""
+    if source.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(source).names)
+    else:
+        with source.open(encoding="utf-8") as f:
+            line = next((raw for raw in f if raw.strip()), None)
+        if line is None:
+            return  # an empty shard: an empty output shard
+        try:
+            first = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: the first line is not JSON ({exc})") from None
+        names = set(first) if isinstance(first, dict) else set()
+    text = column or "text"
+    ids = [id_column] if id_column else ["_id", "id"]
+    if text not in names:
+        raise ValueError(f"{source}: no text column {text!r}; columns are {sorted(names)}")
+    if not any(i in names for i in ids):
+        raise ValueError(f"{source}: no id column ({' or '.join(ids)}); columns are {sorted(names)}")
 
 
 def finished(shard: Path, model: str, dim: int | None) -> bool:
@@ -226,6 +251,8 @@ def encode_on_ray(
         from biencoder.runtime.graphs import ensure_onnx
 
         folder = ensure_onnx(folder, config.precision)
+    for source in pending:
+        check_columns(source, config.column, config.id_column)
     expected = {str(p): count_rows(p) for p in pending}
     _start_ray(config)
     dataset = _pipeline(pending, config, str(folder), gpu)
