@@ -254,14 +254,15 @@ def encode_on_ray(
     for source in pending:
         check_columns(source, config.column, config.id_column)
     expected = {str(p): count_rows(p) for p in pending}
-    _start_ray(config)
+    start_ray(config)
     dataset = _pipeline(pending, config, str(folder), gpu)
     _collect(dataset, expected, config, report, on_shard, started)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _start_ray(config: RayEncodeConfig) -> None:
+def start_ray(config: RayEncodeConfig) -> None:
+    """Connect to ``config.address``, or start the local cluster (see the module docstring)."""
     import ray
 
     if ray.is_initialized():
