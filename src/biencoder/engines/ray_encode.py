@@ -255,7 +255,7 @@ def encode_on_ray(
         check_columns(source, config.column, config.id_column)
     expected = {str(p): count_rows(p) for p in pending}
     start_ray(config)
-    dataset = _pipeline(pending, config, str(folder), gpu)
+    dataset = _pipeline(pending, expected, config, str(folder), gpu)
     _collect(dataset, expected, config, report, on_shard, started)
     report.seconds = time.perf_counter() - started
     return report
@@ -293,19 +293,28 @@ def _actor_resources(config: RayEncodeConfig) -> tuple[float, int]:
     return cpus, threads
 
 
-def _pipeline(pending: list[Path], config: RayEncodeConfig, folder: str, gpu: bool) -> Any:
+def _pipeline(
+    pending: list[Path], expected: dict[str, int], config: RayEncodeConfig, folder: str, gpu: bool
+) -> Any:
     import ray.data
+
+    def blocks(paths: list[str]) -> int:
+        return max(len(paths), -(-sum(expected[p] for p in paths) // config.block_rows))
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # shards complete one after another
     context.enable_progress_bars = config.progress
+    # Blocks of about block_rows rows: Ray's Parquet reader would make one block of many small
+    # files (and ignores override_num_blocks), leaving one actor busy and the others idle.
+    rows = sum(expected.values())
+    context.target_max_block_size = max(64 * 1024, _bytes_per_row(pending, rows) * config.block_rows)
     parts = []
     parquet = [str(p) for p in pending if p.suffix.lower() == ".parquet"]
     jsonl = [str(p) for p in pending if p.suffix.lower() == ".jsonl"]
     if parquet:
-        parts.append(ray.data.read_parquet(parquet, include_paths=True))
+        parts.append(ray.data.read_parquet(parquet, include_paths=True, override_num_blocks=blocks(parquet)))
     if jsonl:
-        parts.append(ray.data.read_json(jsonl, include_paths=True))
+        parts.append(ray.data.read_json(jsonl, include_paths=True, override_num_blocks=blocks(jsonl)))
     dataset = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
     cpus, threads = _actor_resources(config)
     return dataset.map_batches(
@@ -325,6 +334,20 @@ def _pipeline(pending: list[Path], config: RayEncodeConfig, folder: str, gpu: bo
         num_cpus=cpus if not gpu else None,
         num_gpus=config.num_gpus_per_actor or None,
     )
+
+
+def _bytes_per_row(pending: list[Path], rows: int) -> int:
+    """The inputs' uncompressed bytes per row (Parquet's own count; a JSONL file's size)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for source in pending:
+        if source.suffix.lower() == ".parquet":
+            meta = pq.read_metadata(source)
+            total += sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        else:
+            total += source.stat().st_size
+    return max(1, total // max(rows, 1))
 
 
 def _collect(
