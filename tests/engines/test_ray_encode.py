@@ -125,6 +125,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(
     assert sorted(p.name for p in out.iterdir()) == sorted(shard_name(p) for p in inputs)
     again = encode_on_ray(inputs, _config(out, minilm_path))
     assert again.written == [] and len(again.skipped) == 3
+    with pytest.raises(ValueError, match=r"at fp32, not .* at int8: use another --output folder"):
+        encode_on_ray(inputs, _config(out, minilm_path, precision="int8"))  # never mixed into one folder
 
 
 def test_bad_inputs_say_what_and_where(ray_cluster: None, minilm_path: Path, tmp_path: Path) -> None:

@@ -146,8 +146,8 @@ def check_columns(source: Path, column: str | None, id_column: str | None) -> No
         raise ValueError(f"{source}: no id column ({' or '.join(ids)}); columns are {sorted(names)}")
 
 
-def finished(shard: Path, model: str, dim: int | None) -> bool:
-    """Whether ``shard`` is a complete output of ``model`` (an unreadable one is redone)."""
+def finished(shard: Path, model: str, precision: str) -> bool:
+    """Whether ``shard`` is a complete output of ``model`` at ``precision`` (an unreadable one is redone)."""
     import pyarrow.parquet as pq
 
     try:
@@ -155,9 +155,10 @@ def finished(shard: Path, model: str, dim: int | None) -> bool:
     except (OSError, ValueError):
         logger.warning("%s is unreadable: encoding it again", shard)
         return False
-    if meta.get(META_MODEL, b"").decode() != model or (dim and meta.get(META_DIM) != str(dim).encode()):
+    made = (meta.get(META_MODEL, b"?").decode(), meta.get(META_PRECISION, b"?").decode())
+    if made != (model, precision):
         raise ValueError(
-            f"{shard} was written by model {meta.get(META_MODEL, b'?').decode()!r}, not {model!r}: "
+            f"{shard} was written by model {made[0]!r} at {made[1]}, not {model!r} at {precision}: "
             "use another --output folder"
         )
     return True
@@ -236,7 +237,7 @@ def encode_on_ray(
     pending = []
     for source in inputs:
         shard = out / shard_name(source)
-        if shard.is_file() and finished(shard, config.model, None):
+        if shard.is_file() and finished(shard, config.model, config.precision):
             report.skipped.append(shard.name)
         else:
             pending.append(source)
