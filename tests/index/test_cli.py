@@ -138,7 +138,7 @@ def test_cli_errors(tmp_path: Path, tiny_model_dir: Path, capsys: pytest.Capture
     assert "index folder not found" in capsys.readouterr().err
     (tmp_path / "half").mkdir()
     assert main(["search", "--index", str(tmp_path / "half"), "q"]) == 1
-    assert "manifest.json is missing" in capsys.readouterr().err
+    assert "half: neither manifest.json (an in-process index) nor store.json" in capsys.readouterr().err
     assert main(["search", "--index", str(tmp_path / "half")]) == 1
     assert "either one query or --queries" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
