@@ -209,6 +209,12 @@ def bench_stores(
             f"index {row['index_s']:.2f} s, p50 {p50:.2f} ms, recall@10 {row['recall@10']:.4f}",
             flush=True,
         )
+        if backend == "lancedb" and kind != "exact":  # how recall grows with the partitions searched
+            row["nprobes"] = {}
+            for nprobes in (20, 40, 80):
+                got = [store.search(q[None, :], 10, nprobes=nprobes).ids[0] for q in queries]
+                row["nprobes"][nprobes] = _recall(got, want)
+            print(f"{'':9s} {kind:12s} recall@10 by nprobes: {row['nprobes']}", flush=True)
         if hasattr(store, "close"):
             store.close()
     return rows

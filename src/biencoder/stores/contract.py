@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -203,3 +203,69 @@ def parquet_vector_batches(paths: Sequence[Path], *, batch_rows: int = 8192) -> 
                 vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
             ids = [str(i) for i in batch.column("id").to_pylist()]
             yield ids, vectors.astype(np.float32, copy=False), None
+
+
+class ManifestStore:
+    """What the database backends share: settings from ``store.json``, kept in step on change."""
+
+    backend: str
+
+    def __init__(self, folder: Path, manifest: StoreManifest, encoder: Encoder | None) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.encoder = encoder
+
+    @classmethod
+    def read_manifest(cls, folder: Path, encoder: Encoder | None) -> StoreManifest:
+        """``folder``'s manifest, checked to be this backend's and to fit ``encoder``."""
+        manifest = StoreManifest.read(folder)
+        if manifest.backend != cls.backend:
+            raise StoreFormatError(f"{folder}: a {manifest.backend} store, not {cls.backend}")
+        if encoder is not None and encoder.dimension != manifest.dimension:
+            raise ValueError(
+                f"dimension mismatch: the store at {folder} holds {manifest.dimension}-dimensional "
+                f"vectors (model {manifest.model_name!r}), the encoder gives {encoder.dimension}"
+            )
+        return manifest
+
+    @property
+    def dimension(self) -> int:
+        return self.manifest.dimension
+
+    @property
+    def metric(self) -> str:
+        return self.manifest.metric
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def model_name(self) -> str | None:
+        return self.manifest.model_name
+
+    @property
+    def has_texts(self) -> bool:
+        return self.manifest.has_texts
+
+    @property
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _vectors(self, data: Any, what: str, *, encode: bool = True) -> NDArray[np.float32]:
+        encoder = self.encoder if encode else None
+        return vectors_of(data, encoder=encoder, dimension=self.dimension, metric=self.metric, what=what)
+
+    def _note_texts(self) -> None:
+        if not self.manifest.has_texts:
+            self._rewrite(has_texts=True)
+
+    def _rewrite(self, **changes: Any) -> None:
+        self.manifest = replace(self.manifest, **changes)
+        self.manifest.write(self.folder)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.folder}, table={self.manifest.table!r}, kind={self.kind})"

@@ -23,12 +23,12 @@ from biencoder.protocol import Encoder
 from biencoder.stores.contract import (
     Batch,
     Ids,
+    ManifestStore,
     StoreFormatError,
     StoreManifest,
     check_k,
     check_rows,
     id_list,
-    vectors_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,13 @@ def _sql_in(ids: Sequence[str]) -> str:
     return f"id IN ({quoted})"
 
 
-class LanceStore:
+class LanceStore(ManifestStore):
     """A LanceDB table of ``id`` (string), ``vector`` (fixed_size_list<float32>[dim]) and ``text``."""
 
     backend = "lancedb"
 
     def __init__(self, folder: Path, manifest: StoreManifest, table: Any, encoder: Encoder | None) -> None:
-        self.folder = folder
-        self.manifest = manifest
-        self.encoder = encoder
+        super().__init__(folder, manifest, encoder)
         self._table = table
 
     # --- opening -------------------------------------------------------------------------
@@ -103,14 +101,7 @@ class LanceStore:
     @classmethod
     def open(cls, folder: str | Path, *, encoder: Encoder | None = None) -> LanceStore:
         folder = Path(folder)
-        manifest = StoreManifest.read(folder)
-        if manifest.backend != "lancedb":
-            raise StoreFormatError(f"{folder}: a {manifest.backend} store, not lancedb")
-        if encoder is not None and encoder.dimension != manifest.dimension:
-            raise ValueError(
-                f"dimension mismatch: the store at {folder} holds {manifest.dimension}-dimensional "
-                f"vectors (model {manifest.model_name!r}), the encoder gives {encoder.dimension}"
-            )
+        manifest = cls.read_manifest(folder, encoder)
         db = _lancedb().connect(cls.database_uri(folder, manifest))
         try:
             tbl = db.open_table(manifest.table)
@@ -120,38 +111,13 @@ class LanceStore:
 
     # --- the contract --------------------------------------------------------------------
     @property
-    def dimension(self) -> int:
-        return self.manifest.dimension
-
-    @property
-    def metric(self) -> str:
-        return self.manifest.metric
-
-    @property
-    def kind(self) -> str:
-        return self.manifest.kind
-
-    @property
-    def model_name(self) -> str | None:
-        return self.manifest.model_name
-
-    @property
     def count(self) -> int:
         return int(self._table.count_rows())
-
-    @property
-    def has_texts(self) -> bool:
-        return self.manifest.has_texts
-
-    def __len__(self) -> int:
-        return self.count
 
     def add(self, ids: Ids, data: Any, *, texts: Sequence[str] | None = None) -> None:
         """Insert rows; an id already present is replaced (a merge on ``id``)."""
         ids_ = id_list(ids)
-        vectors = vectors_of(
-            data, encoder=self.encoder, dimension=self.dimension, metric=self.metric, what="added data"
-        )
+        vectors = self._vectors(data, "added data")
         check_rows(ids_, len(vectors), texts)
         if not ids_:
             return
@@ -182,9 +148,7 @@ class LanceStore:
             nonlocal seen
             try:
                 for ids, vectors, texts in batches:
-                    x = vectors_of(
-                        vectors, encoder=None, dimension=self.dimension, metric=self.metric, what="vectors"
-                    )
+                    x = self._vectors(vectors, "vectors", encode=False)
                     check_rows(ids, len(x), texts)
                     seen += len(ids)
                     with_texts.append(texts is not None)
@@ -243,13 +207,7 @@ class LanceStore:
     ) -> SearchResult:
         """The ``k`` best rows per query; exact when the table has no vector index or ``exact``."""
         k = check_k(k)
-        q = vectors_of(
-            [queries] if isinstance(queries, str) else queries,
-            encoder=self.encoder,
-            dimension=self.dimension,
-            metric=self.metric,
-            what="queries",
-        )
+        q = self._vectors([queries] if isinstance(queries, str) else queries, "queries")
         params = {**self.manifest.search_params}
         indexed = self.kind != "exact" and not exact
         ids: list[list[str]] = []
@@ -335,16 +293,3 @@ class LanceStore:
             },
             schema=self._table.schema,
         )
-
-    def _note_texts(self) -> None:
-        if not self.manifest.has_texts:
-            self._rewrite(has_texts=True)
-
-    def _rewrite(self, **changes: Any) -> None:
-        from dataclasses import replace
-
-        self.manifest = replace(self.manifest, **changes)
-        self.manifest.write(self.folder)
-
-    def __repr__(self) -> str:
-        return f"LanceStore({self.folder}, table={self.manifest.table!r}, kind={self.kind})"

@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,13 @@ from biencoder.protocol import Encoder
 from biencoder.stores.contract import (
     Batch,
     Ids,
+    ManifestStore,
     StoreFormatError,
     StoreManifest,
     check_identifier,
     check_k,
     check_rows,
     id_list,
-    vectors_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,15 +75,13 @@ def connect(dsn: str) -> Any:
     return conn
 
 
-class PgVectorStore:
+class PgVectorStore(ManifestStore):
     """A pgvector table behind the store contract; one connection, used by one thread at a time."""
 
     backend = "pgvector"
 
     def __init__(self, folder: Path, manifest: StoreManifest, conn: Any, encoder: Encoder | None) -> None:
-        self.folder = folder
-        self.manifest = manifest
-        self.encoder = encoder
+        super().__init__(folder, manifest, encoder)
         self._conn = conn
         self._lock = threading.Lock()
         self._sql = _psycopg().sql
@@ -124,14 +121,7 @@ class PgVectorStore:
         cls, folder: str | Path, *, dsn: str | None = None, encoder: Encoder | None = None
     ) -> PgVectorStore:
         folder = Path(folder)
-        manifest = StoreManifest.read(folder)
-        if manifest.backend != "pgvector":
-            raise StoreFormatError(f"{folder}: a {manifest.backend} store, not pgvector")
-        if encoder is not None and encoder.dimension != manifest.dimension:
-            raise ValueError(
-                f"dimension mismatch: the store at {folder} holds {manifest.dimension}-dimensional "
-                f"vectors (model {manifest.model_name!r}), the encoder gives {encoder.dimension}"
-            )
+        manifest = cls.read_manifest(folder, encoder)
         store = cls(folder, manifest, connect(resolve_dsn(dsn, folder)), encoder)
         exists = store._conn.execute("SELECT to_regclass(%s)", (manifest.table,)).fetchone()[0]
         if exists is None:
@@ -152,40 +142,15 @@ class PgVectorStore:
         return self._sql.Identifier(self.manifest.table)
 
     @property
-    def dimension(self) -> int:
-        return self.manifest.dimension
-
-    @property
-    def metric(self) -> str:
-        return self.manifest.metric
-
-    @property
-    def kind(self) -> str:
-        return self.manifest.kind
-
-    @property
-    def model_name(self) -> str | None:
-        return self.manifest.model_name
-
-    @property
-    def has_texts(self) -> bool:
-        return self.manifest.has_texts
-
-    @property
     def count(self) -> int:
         with self._lock:
             q = self._sql.SQL("SELECT count(*) FROM {}").format(self._table)
             return int(self._conn.execute(q).fetchone()[0])
 
-    def __len__(self) -> int:
-        return self.count
-
     def add(self, ids: Ids, data: Any, *, texts: Sequence[str] | None = None) -> None:
         """Insert rows; an id already present is replaced (``ON CONFLICT (id) DO UPDATE``)."""
         ids_ = id_list(ids)
-        vectors = vectors_of(
-            data, encoder=self.encoder, dimension=self.dimension, metric=self.metric, what="added data"
-        )
+        vectors = self._vectors(data, "added data")
         check_rows(ids_, len(vectors), texts)
         if not ids_:
             return
@@ -201,8 +166,8 @@ class PgVectorStore:
                     "SET embedding = EXCLUDED.embedding, text = EXCLUDED.text"
                 ).format(t)
             )
-        if texts is not None and not self.manifest.has_texts:
-            self._rewrite(has_texts=True)
+        if texts is not None:
+            self._note_texts()
 
     upsert = add
 
@@ -214,9 +179,7 @@ class PgVectorStore:
         def checked() -> Iterable[Batch]:
             nonlocal with_texts
             for ids, vectors, texts in batches:
-                x = vectors_of(
-                    vectors, encoder=None, dimension=self.dimension, metric=self.metric, what="vectors"
-                )
+                x = self._vectors(vectors, "vectors", encode=False)
                 check_rows(ids, len(x), texts)
                 with_texts = with_texts or texts is not None
                 yield ids, x, texts
@@ -228,8 +191,8 @@ class PgVectorStore:
                     rows = self._copy(self._table, checked())
             except psycopg.errors.UniqueViolation as exc:
                 raise ValueError(f"{self.folder}: an id is already in the table ({exc})") from None
-        if with_texts and not self.manifest.has_texts:
-            self._rewrite(has_texts=True)
+        if with_texts:
+            self._note_texts()
         return rows
 
     def remove(self, ids: Ids) -> None:
@@ -269,13 +232,7 @@ class PgVectorStore:
         """The ``k`` best rows per query; exact without an index or with ``exact`` (a scan)."""
         del rescore  # pgvector's HNSW ranks by the full vectors already
         k = check_k(k)
-        q = vectors_of(
-            [queries] if isinstance(queries, str) else queries,
-            encoder=self.encoder,
-            dimension=self.dimension,
-            metric=self.metric,
-            what="queries",
-        )
+        q = self._vectors([queries] if isinstance(queries, str) else queries, "queries")
         op = self._sql.SQL(_OPS[self.metric][0])
         query = self._sql.SQL("SELECT id, embedding {} %s AS d FROM {} ORDER BY d LIMIT %s").format(
             op, self._table
@@ -363,10 +320,3 @@ class PgVectorStore:
                     copy.write_row((i, v, texts[n] if texts is not None else None))
                 rows += len(ids)
         return rows
-
-    def _rewrite(self, **changes: Any) -> None:
-        self.manifest = replace(self.manifest, **changes)
-        self.manifest.write(self.folder)
-
-    def __repr__(self) -> str:
-        return f"PgVectorStore({self.folder}, table={self.manifest.table!r}, kind={self.kind})"
