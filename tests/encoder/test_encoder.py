@@ -12,6 +12,7 @@ import pytest
 from biencoder import SentenceEncoder
 from biencoder.modules.errors import ModelFolderError
 from biencoder.resolve import ModelNotFoundError
+from tests.numerics import EMBEDDING_ATOL
 
 TEXTS = ["the cat", "a big dog and a small fish in the water", "", "what is a vector search model?", "red"]
 
@@ -32,7 +33,8 @@ def test_shapes(tiny: SentenceEncoder) -> None:
 def test_batching_and_sorting_do_not_change_results(tiny: SentenceEncoder) -> None:
     together = tiny.encode(TEXTS, batch_size=2)
     alone = np.stack([tiny.encode(t) for t in TEXTS])
-    np.testing.assert_allclose(together, alone, atol=1e-6)
+    # other batch shapes, other GEMM blockings: rounding only, held to the embedding contract
+    np.testing.assert_allclose(together, alone, atol=EMBEDDING_ATOL)
 
 
 def test_unit_norm_and_normalize_flags(tiny: SentenceEncoder) -> None:

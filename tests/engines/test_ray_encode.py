@@ -20,6 +20,7 @@ from biencoder.engines.ray_encode import (
     expand_inputs,
     shard_name,
 )
+from tests.numerics import EMBEDDING_ATOL
 
 pytestmark = pytest.mark.slow
 
@@ -56,10 +57,13 @@ def _write_shards(rows: list[dict[str, str]], folder: Path) -> Path:
     return folder
 
 
+RAY_ROWS = 900  # of the 2,400 real passages: enough for several blocks a shard, a third of the time
+
+
 @pytest.fixture(scope="module")
 def shards(dl19_sample: list[dict[str, str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 2,400 real passages as three shards."""
-    return _write_shards(dl19_sample, tmp_path_factory.mktemp("corpus") / "shards")
+    """The first 900 real passages as three shards."""
+    return _write_shards(dl19_sample[:RAY_ROWS], tmp_path_factory.mktemp("corpus") / "shards")
 
 
 def _read(output: Path, inputs: list[Path]) -> tuple[list[str], np.ndarray]:
@@ -84,14 +88,16 @@ def test_vectors_equal_the_single_process_encoder(
     import pyarrow.parquet as pq
 
     inputs = expand_inputs(shards)
-    # two actors on two cores; blocks of 256 rows, so batches are composed otherwise than in one process
-    report = encode_on_ray(inputs, _config(tmp_path / "out", minilm_path, actors=2, block_rows=256))
-    assert len(report.written) == 3 and report.rows == 2400 and not report.skipped
+    # two actors on two cores; blocks of 128 rows, so batches are composed otherwise than in one process
+    report = encode_on_ray(inputs, _config(tmp_path / "out", minilm_path, actors=2, block_rows=128))
+    assert len(report.written) == 3 and report.rows == RAY_ROWS and not report.skipped
     ids, vectors = _read(tmp_path / "out", inputs)
     want_ids, want, _ = dl19_embeddings
+    want_ids, want = want_ids[:RAY_ROWS], want[:RAY_ROWS]
     assert ids == want_ids  # each shard keeps its input order
-    assert vectors.dtype == np.float32 and vectors.shape == (2400, 384)
-    np.testing.assert_allclose(vectors, want, rtol=0, atol=1e-6)
+    assert vectors.dtype == np.float32 and vectors.shape == (RAY_ROWS, 384)
+    # other processes, other thread counts, other blocks: rounding only, held to the embedding contract
+    np.testing.assert_allclose(vectors, want, rtol=0, atol=EMBEDDING_ATOL)
     schema = pq.read_schema(tmp_path / "out" / shard_name(inputs[0]))
     assert schema.field("vector").type.list_size == 384
     assert schema.metadata[b"biencoder.model"] == str(minilm_path).encode()
