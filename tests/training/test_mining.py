@@ -23,13 +23,29 @@ def scifact_pairs(data_dir: Path) -> tuple[list[str], list[str], list[str]]:
     return pairs.anchors[:200], pairs.positives[:200], extra
 
 
+@pytest.fixture(scope="module")
+def st_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """sentence-transformers' own embedding cache: the three option sets encode the texts once."""
+    return str(tmp_path_factory.mktemp("st-mining-cache"))
+
+
+@pytest.fixture(scope="module")
+def memo_minilm(minilm: Any) -> Any:
+    """Our encoder behind a memo: the three option sets encode the texts once (mining is what differs)."""
+    from biencoder.memo import MemoEncoder
+
+    return MemoEncoder(minilm)
+
+
 def _reference(
-    st_minilm: Any, anchors: list[str], positives: list[str], corpus: list[str] | None, **kw: Any
+    st_minilm: Any, anchors: list[str], positives: list[str], corpus: list[str] | None, cache: str, **kw: Any
 ) -> list[tuple[str, ...]]:
     datasets = pytest.importorskip("datasets")
     util = pytest.importorskip("sentence_transformers.util")
     ds = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
-    out = util.mine_hard_negatives(ds, st_minilm, corpus=corpus, verbose=False, batch_size=32, **kw)
+    out = util.mine_hard_negatives(
+        ds, st_minilm, corpus=corpus, verbose=False, batch_size=32, cache_folder=cache, **kw
+    )
     return [tuple(row.values()) for row in out]
 
 
@@ -41,10 +57,12 @@ def _reference(
         {"output_format": "n-tuple", "relative_margin": 0.05, "max_score": 0.8, "min_score": 0.2},
     ],
 )
-def test_negatives_equal_sentence_transformers(minilm, st_minilm, scifact_pairs, options) -> None:  # type: ignore[no-untyped-def]
+def test_negatives_equal_sentence_transformers(
+    memo_minilm, st_minilm, st_cache, scifact_pairs, options
+) -> None:  # type: ignore[no-untyped-def]
     anchors, positives, extra = scifact_pairs
-    expected = _reference(st_minilm, anchors, positives, extra, **options)
-    ours = mine_hard_negatives(minilm, anchors, positives, extra, MiningConfig(**options))
+    expected = _reference(st_minilm, anchors, positives, extra, st_cache, **options)
+    ours = mine_hard_negatives(memo_minilm, anchors, positives, extra, MiningConfig(**options))
     assert len(ours.rows) == len(expected)
     same = sum(a == b for a, b in zip(ours.rows, expected, strict=True))
     print(f"{options}: {same} of {len(expected)} rows equal")
