@@ -1,11 +1,14 @@
-"""The index's settings and its search result: frozen, keyword-only, checked on construction."""
+"""The index's settings, its search result and its tuned fusion record: frozen, checked on construction."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from numbers import Real
 from typing import Any
 
+from biencoder.index.fusion import Fusion, ScoreNormalization, check_alpha
 from biencoder.index.hnsw import HNSW_METRICS
 from biencoder.index.quantize import Quantization
 from biencoder.similarity import SimilarityFunction
@@ -100,14 +103,83 @@ class IndexConfig:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """For each query, its hits best first: ``ids[q][r]`` with score ``scores[q][r]``."""
+    """For each query, its hits best first: ``ids[q][r]`` with score ``scores[q][r]``.
+
+    ``mode`` is the search mode that made it. A hybrid search also gives each hit's raw
+    ``dense_scores`` and ``lexical_scores`` (None where that side did not return the hit), and
+    lexical and hybrid searches give ``notes[q]`` (None, or why query q's hits are one-sided).
+    """
 
     ids: list[list[str]]
     scores: list[list[float]]
+    dense_scores: list[list[float | None]] | None = None
+    lexical_scores: list[list[float | None]] | None = None
+    notes: list[str | None] | None = None
+    mode: str = "dense"
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def hits(self, query: int) -> list[dict[str, Any]]:
-        """``[{"id": ..., "score": ...}, ...]`` for one query."""
-        return [{"id": i, "score": s} for i, s in zip(self.ids[query], self.scores[query], strict=True)]
+        """``[{"id": ..., "score": ...}, ...]`` for one query (with dense_score, lexical_score if set)."""
+        out = [{"id": i, "score": s} for i, s in zip(self.ids[query], self.scores[query], strict=True)]
+        for name, side in (("dense_score", self.dense_scores), ("lexical_score", self.lexical_scores)):
+            if side is not None:
+                for hit, value in zip(out, side[query], strict=True):
+                    hit[name] = value
+        return out
+
+
+def _optional_positive(value: object, name: str) -> None:
+    if value is not None:
+        _positive(value, name)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FusionRecord:
+    """A tuned hybrid-search setting kept with the index (``fusion.json``), and how it was chosen.
+
+    ``alpha`` is the dense weight of convex fusion, picked from ``grid`` by ``cv_score`` (the
+    cross-validated metric) over ``folds`` folds of the ``split`` queries of ``data``.
+    """
+
+    alpha: float
+    fusion: str = "convex"
+    normalization: str = "minmax"
+    grid: tuple[float, ...] = ()
+    split: str | None = None
+    folds: int | None = None
+    data: str | None = None
+    cv_score: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", check_alpha(self.alpha))
+        object.__setattr__(self, "fusion", Fusion.parse(self.fusion).value)
+        object.__setattr__(self, "normalization", ScoreNormalization.parse(self.normalization).value)
+        if isinstance(self.grid, str) or not isinstance(self.grid, tuple | list):
+            raise ValueError(f"grid must be a sequence of alphas, got {self.grid!r}")
+        object.__setattr__(self, "grid", tuple(check_alpha(a) for a in self.grid))
+        _optional_positive(self.folds, "folds")
+        for name in ("split", "data"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string or None, got {getattr(self, name)!r}")
+        score = self.cv_score
+        if score is not None:
+            if isinstance(score, bool) or not isinstance(score, Real) or not math.isfinite(float(score)):
+                raise ValueError(f"cv_score must be a finite number or None, got {score!r}")
+            object.__setattr__(self, "cv_score", float(score))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["grid"] = list(self.grid)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FusionRecord:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fusion record fields {unknown}; valid: {sorted(known)}")
+        if "alpha" not in data:
+            raise ValueError("a fusion record needs alpha")
+        return cls(**{**data, "grid": tuple(data.get("grid", ()))})

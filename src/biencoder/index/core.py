@@ -3,6 +3,8 @@
 Exact search by chunked matrix products (memory bounded by the chunk size), or an HNSW graph;
 float32, int8 or binary vectors, quantized search rescored with the float32 vectors. Rows are
 never moved: ``remove`` marks a row dead, an ``add`` with an existing id replaces it (upsert).
+With a lexical part (``lexical=LexicalConfig()``), rows keep their BM25 tokens too, and search
+runs in three modes: dense, lexical (BM25) or hybrid (both lists fused, see ``fusion``).
 """
 
 from __future__ import annotations
@@ -17,22 +19,28 @@ from numpy.typing import NDArray
 
 from biencoder import similarity as sim
 from biencoder.index import persist, scoring
-from biencoder.index.config import IndexConfig, IndexKind, SearchResult
+from biencoder.index.config import FusionRecord, IndexConfig, IndexKind, SearchResult
+from biencoder.index.fusion import DEFAULT_CANDIDATES, Fusion, ScoreNormalization, SearchMode
 from biencoder.index.hnsw import Hnsw
+from biencoder.index.hybrid import (
+    NO_LEXICAL_PART,
+    SearchSettings,
+    dense_result,
+    fuse_sides,
+    hybrid_result,
+    is_texts,
+    lexical_result,
+    query_words,
+    row_words,
+    text_list,
+)
+from biencoder.index.lexical import LexicalConfig, LexicalIndex
 from biencoder.index.quantize import Quantization, int8_ranges, quantize_binary, quantize_int8
 from biencoder.protocol import Encoder
 
 logger = logging.getLogger(__name__)
 
 Array = NDArray[np.float32]
-
-
-def _is_texts(data: object) -> bool:
-    if isinstance(data, str):
-        return True
-    if isinstance(data, np.ndarray):
-        return data.dtype.kind in "UO" and data.size > 0 and isinstance(data.flat[0], str)
-    return isinstance(data, Sequence) and len(data) > 0 and isinstance(data[0], str)
 
 
 class Index:
@@ -45,7 +53,10 @@ class Index:
         encoder: Encoder | None = None,
         config: IndexConfig | None = None,
         model_name: str | None = None,
+        lexical: LexicalConfig | None = None,
     ) -> None:
+        if lexical is not None and not isinstance(lexical, LexicalConfig):
+            raise TypeError(f"lexical must be a LexicalConfig or None, got {type(lexical).__name__}")
         if encoder is not None and dim is not None and dim != encoder.dimension:
             raise ValueError(f"dimension mismatch: dim={dim} but the encoder gives {encoder.dimension}")
         if dim is None and encoder is not None:
@@ -66,6 +77,8 @@ class Index:
         self._alive = np.zeros(0, dtype=bool)
         self._hnsw: Hnsw | None = None
         self._texts: list[str | None] | None = None  # per row, once any row was added with its text
+        self._lexical = LexicalIndex(lexical) if lexical is not None else None  # BM25 tokens per row
+        self._fusion: FusionRecord | None = None  # the tuned hybrid setting (fusion.json)
 
     # --- size and lookup -------------------------------------------------------------------
     @property
@@ -130,6 +143,7 @@ class Index:
 
         An id already present is replaced (upsert). Ids are strings; ints are converted.
         ``texts`` are kept with the rows (saved with the index; ``texts_of`` reads them back).
+        An index with a lexical part needs every row's text: ``texts``, else ``data`` as texts.
         """
         id_list = [str(ids)] if isinstance(ids, str | int) else [str(i) for i in ids]
         vectors = self._vectors_of(data, batch_size, "added data")
@@ -143,13 +157,18 @@ class Index:
         if len(set(id_list)) != len(id_list):
             dup = next(i for i in id_list if id_list.count(i) > 1)
             raise ValueError(f"duplicate id {dup!r} within one add")
+        words = row_words(data, texts) if self._lexical is not None else None
         if not id_list:
             return
         replaced = [self._row[i] for i in id_list if i in self._row]
         start = len(self._ids)
         self._append_codes_and_graph(vectors)
+        if self._lexical is not None and words is not None:
+            self._lexical.add(range(start, start + len(id_list)), words)
         if replaced:
             self._alive[replaced] = False
+            if self._lexical is not None:
+                self._lexical.mark_dead(replaced)
             logger.debug("upsert: %d ids replaced", len(replaced))
         self._blocks.append(vectors)
         if texts is not None and self._texts is None:
@@ -177,6 +196,30 @@ class Index:
         stored = self._texts
         return [stored[self._row[i]] if i in self._row else None for i in ids]
 
+    # --- the lexical part and the tuned fusion ------------------------------------------------
+    @property
+    def has_lexical(self) -> bool:
+        return self._lexical is not None
+
+    @property
+    def lexical_config(self) -> LexicalConfig | None:
+        return self._lexical.config if self._lexical is not None else None
+
+    @property
+    def fusion_record(self) -> FusionRecord | None:
+        return self._fusion
+
+    @property
+    def fusion_alpha(self) -> float | None:
+        """The tuned dense weight of hybrid search, if one was recorded (``set_fusion``)."""
+        return self._fusion.alpha if self._fusion is not None else None
+
+    def set_fusion(self, record: FusionRecord | None) -> None:
+        """Record a tuned fusion setting (saved as ``fusion.json``); hybrid search then defaults to it."""
+        if record is not None and not isinstance(record, FusionRecord):
+            raise TypeError(f"record must be a FusionRecord or None, got {type(record).__name__}")
+        self._fusion = record
+
     def remove(self, ids: str | int | Sequence[str | int]) -> None:
         """Remove ids; all must be present (KeyError names those that are not)."""
         id_list = [str(ids)] if isinstance(ids, str | int) else [str(i) for i in ids]
@@ -185,6 +228,8 @@ class Index:
             raise KeyError(f"{len(missing)} ids not in the index, e.g. {missing[:5]}")
         rows = [self._row.pop(i) for i in dict.fromkeys(id_list)]
         self._alive[rows] = False
+        if self._lexical is not None:
+            self._lexical.mark_dead(rows)
 
     def calibrate(self, embeddings: Any) -> None:
         """Set int8 ranges from representative embeddings before the first add (else the first batch)."""
@@ -221,23 +266,63 @@ class Index:
         queries: Any,
         k: int = 10,
         *,
+        mode: str | SearchMode | None = None,
+        fusion: str | Fusion | None = None,
+        alpha: float | None = None,
+        normalization: str | ScoreNormalization | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
+        query_texts: Sequence[str] | None = None,
         rescore: bool = True,
         expansion_search: int | None = None,
         batch_size: int = 32,
     ) -> SearchResult:
-        """The ``k`` best live rows for each query (texts, with an encoder, or embeddings)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        """The ``k`` best live rows for each query (texts, or embeddings with ``query_texts``).
+
+        ``mode``: dense, lexical (BM25; no encoder, no vectors) or hybrid; None is hybrid when
+        the index has a lexical part, else dense. Hybrid fuses each side's ``candidates`` (at
+        least ``k``) best rows by ``fusion`` (convex or rrf; None: the tuned record's, else
+        convex); convex weighs the dense side by ``alpha`` (None: the
+        tuned ``fusion_alpha``, else ``DEFAULT_ALPHA``) after ``normalization`` (minmax or zscore;
+        None: the tuned record's, else minmax). Text queries serve both sides; with vector queries,
+        lexical and hybrid search read the words from ``query_texts``.
+        """
+        opts = SearchSettings.resolve(
+            k=k,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            normalization=normalization,
+            candidates=candidates,
+            has_lexical=self._lexical is not None,
+            record=self._fusion,
+        )
         if len(self) == 0:
             raise ValueError("the index is empty: add vectors before searching")
+        if opts.mode is SearchMode.DENSE:
+            if query_texts is not None:
+                raise ValueError("query_texts are read by lexical and hybrid search only, not dense")
+            return self._dense_search(queries, k, rescore, expansion_search, batch_size)
+        texts, lexical = query_words(queries, query_texts), self._lexical
+        if lexical is None:  # SearchSettings.resolve refuses this; for the type checker
+            raise ValueError(NO_LEXICAL_PART)
+        if opts.mode is SearchMode.LEXICAL:
+            return lexical_result(lexical.search(texts, k), self._ids)
+        q = self._vectors_of([queries] if isinstance(queries, str) else queries, batch_size, "queries")
+        if len(q) != len(texts):
+            raise ValueError(f"got {len(q)} query vectors but {len(texts)} query_texts")
+        fetch = min(max(opts.candidates, k), len(self))
+        scores, positions = self.search_positions(
+            q, fetch, rescore=rescore, expansion_search=expansion_search
+        )
+        hits = lexical.search(texts, fetch)
+        return hybrid_result(fuse_sides(scores, positions, hits, opts), hits, self._ids)
+
+    def _dense_search(
+        self, queries: Any, k: int, rescore: bool, expansion_search: int | None, batch_size: int
+    ) -> SearchResult:
         q = self._vectors_of([queries] if isinstance(queries, str) else queries, batch_size, "queries")
         scores, positions = self.search_positions(q, k, rescore=rescore, expansion_search=expansion_search)
-        ids, out = [], []
-        for srow, prow in zip(scores, positions, strict=True):
-            ok = prow >= 0
-            ids.append([self._ids[p] for p in prow[ok]])
-            out.append([float(s) for s in srow[ok]])
-        return SearchResult(ids=ids, scores=out)
+        return dense_result(scores, positions, self._ids)
 
     def search_positions(
         self, q: Array, k: int, *, rescore: bool = True, expansion_search: int | None = None
@@ -274,16 +359,12 @@ class Index:
         return self._dim
 
     def _vectors_of(self, data: Any, batch_size: int, what: str) -> Array:
-        if _is_texts(data):
+        if is_texts(data):
             if self.encoder is None:
                 raise ValueError(
                     f"{what} are texts but the index has no encoder: pass encoder= or embeddings"
                 )
-            texts = (
-                [data]
-                if isinstance(data, str)
-                else list(data.tolist() if isinstance(data, np.ndarray) else data)
-            )
+            texts = text_list(data)
             if not all(isinstance(t, str) for t in texts):
                 raise TypeError(f"{what}: mix of texts and non-texts")
             data = self.encoder.encode(texts, batch_size=batch_size)
@@ -316,10 +397,15 @@ class Index:
             ranges=self._ranges,
             hnsw=self._hnsw,
             texts=self._texts,
+            lexical=self._lexical,
+            fusion=self._fusion,
         )
 
     def save(self, path: str | Path) -> None:
-        """Write the index folder atomically (see :mod:`biencoder.index.storage`)."""
+        """Write the index folder atomically (see :mod:`biencoder.index.storage`).
+
+        With a lexical part, a BM25 matrix out of date is rebuilt first, so loading needs none.
+        """
         persist.save_index(self._rows(), Path(path))
         logger.info("saved %s to %s", self, path)
 
@@ -339,6 +425,7 @@ class Index:
         index._ids, index._alive, index._blocks = rows.ids, rows.alive, rows.blocks
         index._codes, index._ranges = rows.codes, rows.ranges
         index._hnsw, index._texts = rows.hnsw, rows.texts
+        index._lexical, index._fusion = rows.lexical, rows.fusion
         index._row = {rows.ids[p]: int(p) for p in np.flatnonzero(rows.alive)}
         name = getattr(encoder, "name", None)
         if encoder is not None and rows.model_name and name not in (None, rows.model_name):

@@ -6,6 +6,7 @@ These functions work on :class:`IndexRows`, the index's rows and settings as pla
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +17,18 @@ from numpy.typing import NDArray
 
 from biencoder.atomic import atomic_dir, atomic_file
 from biencoder.index import storage
-from biencoder.index.config import IndexConfig
+from biencoder.index.config import FusionRecord, IndexConfig
 from biencoder.index.hnsw import Hnsw
+from biencoder.index.lexical import FOLDER as LEXICAL_FOLDER
+from biencoder.index.lexical import LexicalIndex
 from biencoder.index.scoring import gather_rows
 from biencoder.index.storage import IndexFormatError, Manifest
 
 logger = logging.getLogger(__name__)
 
 HNSW_FILE = "hnsw.faiss"
+# Not listed in the manifest, so that `biencoder tune-fusion` can rewrite it alone (write_fusion_record).
+FUSION_FILE = "fusion.json"
 
 
 @dataclass(slots=True)
@@ -40,6 +45,8 @@ class IndexRows:
     ranges: NDArray[np.float32] | None = None  # int8 [2, dim]
     hnsw: Hnsw | None = None
     texts: list[str | None] | None = None
+    lexical: LexicalIndex | None = None
+    fusion: FusionRecord | None = None
 
     @property
     def live(self) -> int:
@@ -79,6 +86,10 @@ def save_index(rows: IndexRows, path: Path) -> None:
         if rows.texts is not None:
             storage.write_texts(tmp, rows.texts)
             names.append(storage.TEXTS_FILE)
+        if rows.lexical is not None:
+            names.extend(rows.lexical.save(tmp))
+        if rows.fusion is not None:
+            _write_fusion(tmp / FUSION_FILE, rows.fusion)
         c = rows.config
         manifest = Manifest(
             dim=dim,
@@ -130,10 +141,42 @@ def load_index(path: Path, *, mmap: bool, verify: bool) -> IndexRows:
             raise IndexFormatError(f"{path / HNSW_FILE}: {len(rows.hnsw)} rows, the manifest says {m.count}")
     if storage.TEXTS_FILE in m.files:
         rows.texts = storage.read_texts(path, m.count)
+    if f"{LEXICAL_FOLDER}/config.json" in m.files:
+        rows.lexical = LexicalIndex.load(path, alive, mmap=mmap)
+    rows.fusion = read_fusion_record(path)
     live_ids = {ids[p] for p in np.flatnonzero(alive)}
     if len(live_ids) != m.live:
         raise IndexFormatError(f"{path / 'ids.json'}: live ids are not unique")
     return rows
+
+
+def _write_fusion(path: Path, record: FusionRecord) -> None:
+    path.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+
+
+def read_fusion_record(folder: str | Path) -> FusionRecord | None:
+    """The tuned fusion setting of an index folder (``fusion.json``), None if it has none."""
+    path = Path(folder) / FUSION_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        return FusionRecord.from_dict(raw)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: bad fusion record ({exc})") from None
+
+
+def write_fusion_record(folder: str | Path, record: FusionRecord) -> None:
+    """Set the tuned fusion of an existing index folder: rewrites ``fusion.json`` alone, atomically."""
+    folder = Path(folder)
+    storage.read_manifest(folder)  # an index folder, whole
+    with atomic_file(folder / FUSION_FILE) as tmp:
+        _write_fusion(tmp, record)
+    logger.info(
+        "fusion alpha %.3f (%s, %s) recorded in %s", record.alpha, record.fusion, record.normalization, folder
+    )
 
 
 def export_parquet(rows: IndexRows, path: Path, *, batch_rows: int) -> None:

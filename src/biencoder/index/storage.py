@@ -10,6 +10,10 @@ Layout (format version 1)::
     codes.npy         int8 [count, dim] or packed bits uint8 [count, ceil(dim / 8)], if quantized
     int8_ranges.npy   float32 [2, dim], if int8
     hnsw.faiss        the HNSW graph (faiss), if kind is hnsw
+    texts.json        each row's text (null where none), if rows were added with texts
+    lexical/          the BM25 part, if the index has one (see biencoder.index.lexical)
+    fusion.json       the tuned hybrid-search setting, if any; not listed in the manifest, so
+                      that it can be rewritten alone (biencoder.index.persist.write_fusion_record)
 
 The folder is written with :func:`biencoder.atomic.atomic_dir`: a write that dies midway leaves
 the previous folder intact and no half-written folder under the final name.
