@@ -12,6 +12,7 @@ from biencoder.index.fusion import (
     Fusion,
     ScoreNormalization,
     SearchMode,
+    adaptive_alpha,
     check_alpha,
     convex_fusion,
     normalize_scores,
@@ -174,7 +175,9 @@ def test_modes_parse_once_with_the_valid_values() -> None:
         SearchMode.parse("x")
     with pytest.raises(ValueError, match=r"unknown fusion 'sum'; valid: convex, rrf$"):
         Fusion.parse("sum")
-    with pytest.raises(ValueError, match=r"unknown score normalization 'l2'; valid: minmax, zscore$"):
+    with pytest.raises(
+        ValueError, match=r"unknown score normalization 'l2'; valid: minmax, zscore, calibrated$"
+    ):
         ScoreNormalization.parse("l2")
     with pytest.raises(ValueError, match="unknown score normalization"):
         convex_fusion(np.array([1]), np.array([1.0]), np.array([1]), np.array([1.0]), alpha=0.5, k=1,
@@ -211,3 +214,65 @@ def test_bad_k_alpha_rank_constant() -> None:
     for c in (-1, float("nan"), True):
         with pytest.raises(ValueError, match="rank_constant must be a finite number >= 0"):
             reciprocal_rank_fusion(*one, k=1, rank_constant=c)
+
+
+# --- calibrated scores and the adaptive weight ----------------------------------------------------
+def ref_top_z(scores: list[float]) -> float:
+    if len(scores) < 2:
+        return 0.0
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    return 0.0 if std == 0 else (max(scores) - mean) / std
+
+
+def ref_calibrated(
+    dense: Side, lexical: Side, alpha: float, k: int, scale: float, adaptive: bool
+) -> list[tuple]:
+    if adaptive:
+        zd, zl = ref_top_z(list(dense.values())), ref_top_z(list(lexical.values()))
+        if zd + zl > 0:
+            alpha = min(1.0, max(0.0, alpha + 0.3 * (zd - zl) / (zd + zl)))
+    dfloor = min(dense.values()) if dense else 0.0
+    fused = {
+        key: alpha * dense.get(key, dfloor) + (1 - alpha) * (lexical.get(key, 0.0) / scale)
+        for key in set(dense) | set(lexical)
+    }
+    ranked = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [(key, score, dense.get(key), lexical.get(key)) for key, score in ranked]
+
+
+CALIBRATION_CASES = [
+    ({1: 0.8, 2: 0.7, 3: 0.1}, {2: 9.0, 4: 3.0, 5: 0.5}, 6.0),  # overlap, one-sided on both sides
+    ({1: 0.5, 2: 0.5, 3: 0.5}, {3: 2.0, 1: 2.0}, 4.0),  # ties on both sides
+    ({7: 0.9, 3: 0.2}, {}, 1.0),  # no lexical hits
+    ({1: 0.6, 2: 0.55, 3: 0.5, 4: 0.45}, {9: 30.0, 2: 1.0, 3: 1.0, 4: 1.0}, 10.0),  # lexical top stands out
+]
+
+
+@pytest.mark.parametrize(("dense", "lexical", "scale"), CALIBRATION_CASES)
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.7, 1.0])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_calibrated_fusion_equals_the_reference(
+    dense: Side, lexical: Side, scale: float, alpha: float, adaptive: bool
+) -> None:
+    got = convex_fusion(
+        *arrays(dense), *arrays(lexical), alpha=alpha, k=10, normalization="calibrated",
+        lexical_scale=scale, adaptive=adaptive,
+    )  # fmt: skip
+    assert_same(rows(got), ref_calibrated(dense, lexical, alpha, 10, scale, adaptive))
+
+
+def test_adaptive_alpha_moves_towards_the_side_that_stands_out() -> None:
+    flat = np.array([1.0, 0.99, 0.98, 0.97])
+    peaked = np.array([10.0, 1.0, 1.0, 1.0])
+    assert adaptive_alpha(0.7, flat, peaked) < 0.7 < adaptive_alpha(0.7, peaked, flat)
+    assert adaptive_alpha(0.7, peaked, flat) <= 1.0 and adaptive_alpha(0.5, flat, flat) == 0.5
+    assert adaptive_alpha(0.9, np.array([1.0]), np.array([2.0])) == 0.9  # no spread: unchanged
+    assert abs(adaptive_alpha(0.5, peaked, flat) - 0.5) <= 0.3 + 1e-12
+
+
+@pytest.mark.parametrize("scale", [None, 0.0, -1.0, float("nan"), True])
+def test_calibrated_needs_a_positive_lexical_scale(scale: object) -> None:
+    with pytest.raises(ValueError, match="lexical_scale > 0"):
+        convex_fusion(np.array([1]), np.array([0.5]), np.array([1]), np.array([2.0]), alpha=0.5, k=1,
+                      normalization="calibrated", lexical_scale=scale)  # type: ignore[arg-type]  # fmt: skip

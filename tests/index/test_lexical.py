@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,7 @@ def test_hybrid_equals_fusing_the_sides_by_hand(corpus: tuple[list[str], list[st
     got = index.search(q, 5, query_texts=queries, candidates=30, **options)
     assert got.mode == "hybrid" and got.notes == [None] * len(queries)
     dense, lexical = _sides(index, q, queries, 30)
+    scales = index._lexical.query_scales(queries)  # type: ignore[union-attr]
     for n in range(len(queries)):
         sides = (
             _keys(dense.ids[n]),
@@ -176,10 +178,15 @@ def test_hybrid_equals_fusing_the_sides_by_hand(corpus: tuple[list[str], list[st
         )
         if options.get("fusion") == "rrf":
             fused = reciprocal_rank_fusion(*sides, k=5)
-        else:
+        else:  # the untuned default: calibrated, adaptive; a given alpha is that weight, not adapted
             alpha = options.get("alpha", DEFAULT_ALPHA)
             fused = convex_fusion(
-                *sides, alpha=alpha, k=5, normalization=options.get("normalization", "minmax")
+                *sides,
+                alpha=alpha,
+                k=5,
+                normalization=options.get("normalization", "calibrated"),
+                lexical_scale=float(scales[n]),
+                adaptive=not options,
             )
         assert got.ids[n] == [f"d{key}" for key in fused.keys]
         np.testing.assert_allclose(got.scores[n], fused.scores, rtol=1e-12, atol=1e-12)
@@ -225,9 +232,19 @@ def test_with_an_encoder(corpus: tuple[list[str], list[str]], tiny_model_dir: Pa
     queries = ["a fast red car", "cat and dog"]
     got = index.search(queries, 3)
     dense, lexical = index.search(queries, 8, mode="dense"), index.search(queries, 8, mode="lexical")
+    scales = index._lexical.query_scales(queries)  # type: ignore[union-attr]
     for n in range(len(queries)):
-        fused = convex_fusion(_keys(dense.ids[n]), np.array(dense.scores[n]), _keys(lexical.ids[n]),
-                              np.array(lexical.scores[n]), alpha=DEFAULT_ALPHA, k=3)  # fmt: skip
+        fused = convex_fusion(
+            _keys(dense.ids[n]),
+            np.array(dense.scores[n]),
+            _keys(lexical.ids[n]),
+            np.array(lexical.scores[n]),
+            alpha=DEFAULT_ALPHA,
+            k=3,
+            normalization="calibrated",
+            lexical_scale=float(scales[n]),
+            adaptive=True,
+        )
         assert got.ids[n] == [f"d{key}" for key in fused.keys]
 
 
@@ -387,3 +404,21 @@ def test_fusion_record() -> None:
             FusionRecord(**kwargs)
     with pytest.raises(ValueError, match=r"unknown fusion record fields \['beta'\]"):
         FusionRecord.from_dict({"alpha": 0.5, "beta": 1})
+
+
+def test_query_scales_are_the_sum_of_lucene_idf_over_the_live_rows(
+    corpus: tuple[list[str], list[str]],
+) -> None:
+    """The calibrated fusion's BM25 scale, from a plain count of document frequencies."""
+    texts, queries = corpus
+    lexical = LexicalIndex(LexicalConfig())
+    lexical.add(range(len(texts)), texts)
+    lexical.mark_dead([0, 5])
+    live = [t for n, t in enumerate(texts) if n not in (0, 5)]
+    docs = [set(d) for d in lexical.tokenize(live)]
+    want = []
+    for tokens in lexical.tokenize([*queries, "the of and"]):
+        df = [sum(t in d for d in docs) for t in set(tokens)]
+        want.append(sum(math.log(1 + (len(docs) - f + 0.5) / (f + 0.5)) for f in df if f > 0))
+    np.testing.assert_allclose(lexical.query_scales([*queries, "the of and"]), want, rtol=1e-12)
+    assert want[-1] == 0.0  # stop words only: no scale

@@ -272,6 +272,7 @@ class Index:
         normalization: str | ScoreNormalization | None = None,
         candidates: int = DEFAULT_CANDIDATES,
         query_texts: Sequence[str] | None = None,
+        adaptive: bool | None = None,
         rescore: bool = True,
         expansion_search: int | None = None,
         batch_size: int = 32,
@@ -281,10 +282,11 @@ class Index:
         ``mode``: dense, lexical (BM25; no encoder, no vectors) or hybrid; None is hybrid when
         the index has a lexical part, else dense. Hybrid fuses each side's ``candidates`` (at
         least ``k``) best rows by ``fusion`` (convex or rrf; None: the tuned record's, else
-        convex); convex weighs the dense side by ``alpha`` (None: the
-        tuned ``fusion_alpha``, else ``DEFAULT_ALPHA``) after ``normalization`` (minmax or zscore;
-        None: the tuned record's, else minmax). Text queries serve both sides; with vector queries,
-        lexical and hybrid search read the words from ``query_texts``.
+        convex); convex weighs the dense side by ``alpha`` (None: the tuned ``fusion_alpha``,
+        else ``DEFAULT_ALPHA``) after ``normalization`` (minmax, zscore or calibrated; None: the
+        tuned record's, else calibrated), per query moved by ``adaptive`` (None: on for the
+        untuned default only; see :mod:`biencoder.index.fusion`). Text queries serve both
+        sides; with vector queries, lexical and hybrid search read the words from ``query_texts``.
         """
         opts = SearchSettings.resolve(
             k=k,
@@ -295,6 +297,7 @@ class Index:
             candidates=candidates,
             has_lexical=self._lexical is not None,
             record=self._fusion,
+            adaptive=adaptive,
         )
         if len(self) == 0:
             raise ValueError("the index is empty: add vectors before searching")
@@ -315,7 +318,8 @@ class Index:
             q, fetch, rescore=rescore, expansion_search=expansion_search
         )
         hits = lexical.search(texts, fetch)
-        return hybrid_result(fuse_sides(scores, positions, hits, opts), hits, self._ids)
+        scales = lexical.query_scales(texts) if opts.normalization is ScoreNormalization.CALIBRATED else None
+        return hybrid_result(fuse_sides(scores, positions, hits, opts, scales), hits, self._ids)
 
     def _dense_search(
         self, queries: Any, k: int, rescore: bool, expansion_search: int | None, batch_size: int

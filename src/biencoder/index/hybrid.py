@@ -51,6 +51,7 @@ class SearchSettings:
     fusion: Fusion
     alpha: float
     normalization: ScoreNormalization
+    adaptive: bool
     k: int
     candidates: int
 
@@ -66,17 +67,25 @@ class SearchSettings:
         candidates: object,
         has_lexical: bool,
         record: FusionRecord | None,
+        adaptive: object = None,
     ) -> SearchSettings:
         """Check and default: mode None is hybrid with a lexical part, else dense; fusion,
-        normalization and alpha None take the tuned ``record``'s, else convex, minmax,
-        ``DEFAULT_ALPHA``."""
+        normalization and alpha None take the tuned ``record``'s, else convex, calibrated,
+        ``DEFAULT_ALPHA``; ``adaptive`` None is on only for the untuned default (no record,
+        no alpha and no normalization given), since a tuned or chosen alpha means that weight."""
         k, candidates = _positive(k, "k"), _positive(candidates, "candidates")
         if mode is None:
             search_mode = SearchMode.HYBRID if has_lexical else SearchMode.DENSE
         else:
             search_mode = SearchMode.parse(str(mode))
         fuse = Fusion.parse(str(fusion if fusion is not None else record.fusion if record else "convex"))
-        norm = normalization if normalization is not None else record.normalization if record else "minmax"
+        untuned = record is None and alpha is None and normalization is None
+        if normalization is not None:
+            norm = normalization
+        else:
+            norm = record.normalization if record is not None else "calibrated"
+        if adaptive is not None and not isinstance(adaptive, bool):
+            raise ValueError(f"adaptive must be true, false or None, got {adaptive!r}")
         if alpha is not None and fuse is not Fusion.CONVEX:
             raise ValueError(f"alpha weighs convex fusion; {fuse.value} fusion takes none")
         if alpha is None:
@@ -88,6 +97,7 @@ class SearchSettings:
             fusion=fuse,
             alpha=check_alpha(alpha),
             normalization=ScoreNormalization.parse(str(norm)),
+            adaptive=untuned if adaptive is None else adaptive,
             k=k,
             candidates=candidates,
         )
@@ -146,13 +156,15 @@ def fuse_sides(
     dense_positions: NDArray[np.int64],
     lexical: list[Hits],
     settings: SearchSettings,
+    lexical_scales: NDArray[np.float64] | None = None,
 ) -> list[Fused]:
     """Each query's dense row [fetch] (position -1: nothing) and lexical hits, fused; the top k.
 
     A query without lexical hits keeps its dense list as it is: the dense order, the dense scores.
     """
     fused = []
-    for srow, prow, (lk, ls) in zip(dense_scores, dense_positions, lexical, strict=True):
+    scales = lexical_scales if lexical_scales is not None else np.ones(len(lexical))
+    for srow, prow, (lk, ls), scale in zip(dense_scores, dense_positions, lexical, scales, strict=True):
         ok = prow >= 0
         dk, ds = prow[ok], srow[ok].astype(np.float64)
         if not len(lk):
@@ -165,7 +177,15 @@ def fuse_sides(
         else:
             fused.append(
                 convex_fusion(
-                    dk, ds, lk, ls, alpha=settings.alpha, k=settings.k, normalization=settings.normalization
+                    dk,
+                    ds,
+                    lk,
+                    ls,
+                    alpha=settings.alpha,
+                    k=settings.k,
+                    normalization=settings.normalization,
+                    lexical_scale=float(scale) if scale > 0 else 1.0,
+                    adaptive=settings.adaptive,
                 )
             )
     return fused

@@ -261,6 +261,24 @@ class LexicalIndex:
             out.append(top_positive(matrix.scores(ids), matrix.rows, n))
         return out
 
+    def query_scales(self, query_texts: Sequence[str]) -> NDArray[np.float64]:
+        """Each query's BM25 scale: the sum of the idf of its distinct terms found in the live rows.
+
+        idf is Lucene's, ``log(1 + (N - df + 0.5) / (df + 0.5))`` over the N live rows: about what
+        a passage of average length that holds each query term once scores. Calibrated fusion
+        divides BM25 scores by it; a query with no known term gets 0.
+        """
+        matrix = self.matrix()
+        n = len(matrix.rows)
+        df = np.diff(matrix.indptr)
+        vocab = self._vocab
+        out = np.zeros(len(query_texts), dtype=np.float64)
+        for q, tokens in enumerate(self.tokenize(query_texts)):
+            ids = np.array(sorted({vocab[t] for t in tokens if t in vocab}), dtype=np.int64)
+            found = df[ids][df[ids] > 0].astype(np.float64) if len(ids) else np.zeros(0)
+            out[q] = float(np.log1p((n - found + 0.5) / (found + 0.5)).sum())
+        return out
+
     # --- the BM25 matrix ----------------------------------------------------------------------
     def _flat(self) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         """All rows' token ids and offsets [rows + 1], merging the per-add chunks once."""
