@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from biencoder.encoder import EncodeResult, SentenceEncoder
-    from biencoder.index import Index
+    from biencoder.index import Index, LexicalConfig
     from biencoder.loading import load_encoder
     from biencoder.protocol import Encoder
     from biencoder.runtime.onnx_encoder import OnnxEncoder
@@ -24,12 +24,14 @@ _LAZY = {
     "load_encoder": "biencoder.loading",
     "OnnxEncoder": "biencoder.runtime.onnx_encoder",
     "Index": "biencoder.index",
+    "LexicalConfig": "biencoder.index",
 }
 
 __all__ = [
     "EncodeResult",
     "Encoder",
     "Index",
+    "LexicalConfig",
     "OnnxEncoder",
     "SentenceEncoder",
     "__version__",

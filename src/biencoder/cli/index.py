@@ -6,7 +6,9 @@ BIENCODER_PG_DSN connects). Embeddings are written in shards to ``<output>.parti
 progress manifest; a rerun of the same command (same corpus file, model and settings) skips the
 finished shards. ``--vectors`` ingests Parquet shards of ``id``/``vector`` instead (what
 ``biencoder encode --engine ray`` writes), streamed, without encoding. The store itself is
-assembled at the end and appears whole (see ``biencoder.stores.build``).
+assembled at the end and appears whole (see ``biencoder.stores.build``). ``--lexical`` (memory
+backend, ``--corpus``) adds a BM25 part over the same texts, for lexical and hybrid search; the
+texts are then kept in the index too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from biencoder.data import DataFormatError
 
 if TYPE_CHECKING:
+    from biencoder.index.lexical import LexicalConfig
     from biencoder.stores.build import StoreSpec
     from biencoder.stores.contract import Batch
 
@@ -75,6 +78,18 @@ def register(sub: Any) -> None:
     ann.add_argument(
         "--refine-factor", type=int, default=10, help="lancedb: rescore k*this with full vectors"
     )
+    lex = p.add_argument_group("lexical part (BM25, for lexical and hybrid search; memory backend)")
+    lex.add_argument(
+        "--lexical",
+        action="store_true",
+        help="also index the texts for BM25 (keeps the texts, as --store-texts does); needs --corpus",
+    )
+    lex.add_argument(
+        "--lexical-language", help="stemmer language, or none (default: english)", metavar="LANGUAGE"
+    )
+    lex.add_argument("--lexical-stopwords", help="stop-word list: en, de, ..., or none (default: en)")
+    lex.add_argument("--bm25-k1", type=float, help="BM25 term-frequency saturation, > 0 (default: 1.5)")
+    lex.add_argument("--bm25-b", type=float, help="BM25 length normalisation, in [0, 1] (default: 0.75)")
     db = p.add_argument_group("database backends")
     db.add_argument("--dsn", help="pgvector: PostgreSQL connection (default: $BIENCODER_PG_DSN)")
     db.add_argument("--table", default="vectors", help="table name (lancedb, pgvector)")
@@ -89,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shard_size < 1 or args.batch_size < 1:
         raise ValueError("--shard-size and --batch-size must be positive")
+    lexical = _lexical_config(args)
     spec = StoreSpec(
         backend=args.backend,
         kind=args.kind,
@@ -104,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         table=args.table,
         dsn=args.dsn,
         lance_uri=args.lance_uri,
+        lexical=lexical,
     )
     output = Path(args.output)
     if args.vectors is not None:
@@ -139,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         for n, start in enumerate(range(0, len(texts), args.shard_size)):
             part = slice(start, start + args.shard_size)
             vectors = np.load(work / f"shard_{n:05d}.npy")
-            yield ids[part], vectors, texts[part] if args.store_texts else None
+            keep = args.store_texts or lexical is not None  # the lexical part is built from the texts
+            yield ids[part], vectors, texts[part] if keep else None
 
     times = build_store(spec, output, batches(), dimension=model.dimension, model_name=model_name)
     shutil.rmtree(work, ignore_errors=True)
@@ -154,6 +172,33 @@ def run(args: argparse.Namespace) -> int:
         times["index_s"],
     )
     return 0
+
+
+def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:
+    """The lexical part's settings (LexicalConfig's defaults where a flag is not given), or None."""
+    from biencoder.stores.build import LEXICAL_MEMORY_ONLY
+
+    settings = {
+        "language": ("--lexical-language", args.lexical_language),
+        "stopwords": ("--lexical-stopwords", args.lexical_stopwords),
+        "k1": ("--bm25-k1", args.bm25_k1),
+        "b": ("--bm25-b", args.bm25_b),
+    }
+    given = {name: value for name, (_, value) in settings.items() if value is not None}
+    if not args.lexical:
+        if given:
+            flags = ", ".join(settings[name][0] for name in given)
+            raise ValueError(f"{flags} set up the lexical part: add --lexical to build one")
+        return None
+    if args.backend != "memory":
+        raise ValueError(LEXICAL_MEMORY_ONLY)
+    if args.vectors is not None:
+        raise ValueError(
+            "--lexical needs --corpus: vector shards carry no texts to build the lexical part from"
+        )
+    from biencoder.index.lexical import LexicalConfig
+
+    return LexicalConfig(**given)
 
 
 def _from_vectors(args: argparse.Namespace, spec: StoreSpec, output: Path) -> int:

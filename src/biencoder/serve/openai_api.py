@@ -1,4 +1,9 @@
-"""The OpenAI-compatible routes: /v1/embeddings (and /embeddings), /v1/models, /v1/search."""
+"""The OpenAI-compatible routes: /v1/embeddings (and /embeddings), /v1/models, /v1/search.
+
+/v1/search runs in the index's modes (``mode``: dense, lexical or hybrid; ``fusion``, ``alpha``,
+``candidates`` for hybrid), checked against the store before anything is embedded; lexical search
+embeds nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,14 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from biencoder.index.config import SearchResult
+from biencoder.index.fusion import DEFAULT_CANDIDATES
 from biencoder.serve import schemas as s
+from biencoder.serve.engine import Embedded
 from biencoder.serve.errors import APIError
 from biencoder.serve.http import RouteTable, Service, errors_doc, json_response, parse
 from biencoder.serve.openapi import body
+from biencoder.stores.contract import SearchNotOffered, SearchPlan, plan_search
 
 _TOKEN_IDS_MESSAGE = (
     "`input` holds token ids; this server takes texts only: token ids of another tokenizer (tiktoken) "
@@ -84,29 +93,26 @@ def register(table: RouteTable, ctx: Service) -> None:
         texts = [req.query] if req.query is not None else list(req.queries or [])
         param = "query" if req.query is not None else "queries"
         ctx.embedder.check_texts(texts, param)
-        out = await ctx.embedder.embed(
-            texts, request.receive, normalize=ctx.served.encoder.normalizes, param=param
-        )
-        result = await anyio.to_thread.run_sync(lambda: ctx.index.search(out.vectors, req.k))
-        data = []
-        for i, text in enumerate(texts):
-            hits = result.hits(i)
-            if ctx.index.has_texts:
-                for hit, body_text in zip(hits, ctx.index.texts_of([h["id"] for h in hits]), strict=True):
-                    hit["text"] = body_text
-            data.append(
-                {
-                    "object": "search_result",
-                    "index": i,
-                    "query": text,
-                    "hits": hits,
-                    "truncated": bool(out.truncated[i]),
-                }
-            )
-        usage = {"prompt_tokens": out.tokens, "total_tokens": out.tokens}
-        return json_response(
-            {"object": "list", "data": data, "model": model, "usage": usage}, headers=out.headers()
-        )
+        plan = _plan(ctx.index, req)
+        if plan.reads_words:
+            _check_words(texts, param)
+        out: Embedded | None = None
+        if plan.encodes:
+            normalize = ctx.served.encoder.normalizes
+            out = await ctx.embedder.embed(texts, request.receive, normalize=normalize, param=param)
+        vectors = None if out is None else out.vectors
+        result = await anyio.to_thread.run_sync(lambda: plan.search(ctx.index, texts, vectors, req.k))
+        truncated = [False] * len(texts) if out is None else [bool(t) for t in out.truncated]
+        data = _items(ctx.index, texts, result, truncated)
+        tokens = out.tokens if out is not None else 0
+        content = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "mode": plan.mode.value,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return json_response(content, headers=out.headers() if out is not None else None)
 
     table.add(
         "/v1/search",
@@ -117,6 +123,47 @@ def register(table: RouteTable, ctx: Service) -> None:
         openapi_extra=body(s.SearchRequest),
         responses=errors_doc(s.OpenAIError, 400, 401, 404, 413, 422, 429, 503),
     )
+
+
+def _items(index: Any, texts: list[str], result: SearchResult, truncated: list[bool]) -> list[dict[str, Any]]:
+    """Each query's ``search_result``: its hits (with their stored texts) and its note, if any."""
+    data = []
+    for i, text in enumerate(texts):
+        hits = result.hits(i)
+        if index.has_texts:
+            for hit, body_text in zip(hits, index.texts_of([h["id"] for h in hits]), strict=True):
+                hit["text"] = body_text
+        item = {"object": "search_result", "index": i, "query": text, "hits": hits, "truncated": truncated[i]}
+        if result.notes is not None and result.notes[i] is not None:
+            item["note"] = result.notes[i]
+        data.append(item)
+    return data
+
+
+def _plan(index: Any, req: s.SearchRequest) -> SearchPlan:
+    """The request's mode, fusion and alpha checked against the store: 400 for a mode the store
+    cannot run (no lexical part, a database backend), 422 for a bad combination."""
+    try:
+        return plan_search(
+            index,
+            k=req.k,
+            mode=req.mode,
+            fusion=req.fusion,
+            alpha=req.alpha,
+            candidates=req.candidates or DEFAULT_CANDIDATES,
+        )
+    except SearchNotOffered as exc:
+        raise APIError(400, str(exc), param="mode", code="mode_not_available") from None
+    except ValueError as exc:
+        raise APIError(422, str(exc)) from None
+
+
+def _check_words(texts: list[str], param: str) -> None:
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise APIError(
+                422, f"`{param}[{i}]` holds no words; lexical and hybrid search need words", param=param
+            )
 
 
 def _openai_texts(value: Any) -> list[str]:

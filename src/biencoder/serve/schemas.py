@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from biencoder.index.fusion import Fusion, SearchMode
 
 TokenIds = list[StrictInt]
 
@@ -85,11 +87,35 @@ class SearchRequest(_Request):
     queries: list[StrictStr] | None = Field(default=None, description="several queries")
     k: StrictInt = Field(default=10, description="hits per query")
     model: StrictStr | None = None
+    mode: SearchMode | None = Field(
+        default=None,
+        description="dense, lexical (BM25 on the query words) or hybrid (both, fused); default: "
+        "hybrid where the index has a lexical part (`biencoder index ... --lexical`), else dense",
+    )
+    fusion: Fusion | None = Field(
+        default=None, description="hybrid: convex or rrf (default: the index's tuned one, else convex)"
+    )
+    alpha: StrictFloat | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="hybrid, convex fusion: the dense side's weight, used as given "
+        "(default: the index's tuned one, else the library's, adapted per query)",
+    )
+    candidates: StrictInt | None = Field(
+        default=None, ge=1, description="hybrid: each side's hits before fusion (default 1000)"
+    )
 
 
 class Hit(BaseModel):
     id: str
-    score: float
+    score: float = Field(description="the mode's score: similarity, BM25, or the fused score")
+    dense_score: float | None = Field(
+        default=None, description="hybrid: the dense side's score (null where that side missed the hit)"
+    )
+    lexical_score: float | None = Field(
+        default=None, description="hybrid: the BM25 score (null where that side missed the hit)"
+    )
     text: str | None = Field(default=None, description="the stored text, where the index keeps texts")
 
 
@@ -99,12 +125,16 @@ class SearchItem(BaseModel):
     query: str
     hits: list[Hit]
     truncated: bool
+    note: str | None = Field(
+        default=None, description="why the hits are one-sided (no lexical match: stop words only, ...)"
+    )
 
 
 class SearchResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[SearchItem]
     model: str
+    mode: SearchMode = Field(description="the mode the search ran in")
     usage: Usage
 
 
@@ -151,6 +181,13 @@ class TEIError(BaseModel):
     error_type: str
 
 
+class SearchInfo(BaseModel):
+    modes: list[SearchMode] = Field(description="the modes /v1/search offers over this index")
+    default_mode: SearchMode = Field(description="the mode of a request that names none")
+    has_lexical: bool = Field(description="whether the index has a lexical (BM25) part")
+    fusion_alpha: float | None = Field(description="the index's tuned convex-fusion alpha, if any")
+
+
 class Info(BaseModel):
     model_id: str
     served_model_names: list[str]
@@ -168,6 +205,7 @@ class Info(BaseModel):
     max_input_chars: int
     auto_truncate: bool
     index: dict[str, Annotated[int | str, Field()]] | None
+    search: SearchInfo | None = Field(default=None, description="how /v1/search searches the index")
     version: str
 
 

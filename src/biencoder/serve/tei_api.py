@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
 from biencoder import __version__
+from biencoder.index.fusion import SearchMode
 from biencoder.serve import schemas as s
 from biencoder.serve.errors import APIError
 from biencoder.serve.http import RouteTable, Service, errors_doc, json_response, parse
 from biencoder.serve.openapi import body
+from biencoder.stores.contract import plan_search
 
 
 def register(table: RouteTable, ctx: Service) -> None:
@@ -120,8 +124,23 @@ def register(table: RouteTable, ctx: Service) -> None:
             "max_input_chars": ctx.config.max_input_chars,
             "auto_truncate": ctx.config.auto_truncate,
             "index": idx,
+            "search": _search_info(ctx.index),
             "version": __version__,
         }
         return json_response(content)
 
     table.add("/info", info, "GET", response_model=s.Info, responses=errors_doc(s.TEIError, 401, 429, 503))
+
+
+def _search_info(index: Any) -> dict[str, Any] | None:
+    """/v1/search's modes over ``index``: all three with a lexical part (memory backend), else dense."""
+    if index is None:
+        return None
+    lexical = index.backend == "memory" and bool(index.has_lexical)
+    modes = list(SearchMode) if lexical else [SearchMode.DENSE]
+    return {
+        "modes": [m.value for m in modes],
+        "default_mode": plan_search(index, k=1).mode.value,
+        "has_lexical": lexical,
+        "fusion_alpha": index.fusion_alpha if index.backend == "memory" else None,
+    }

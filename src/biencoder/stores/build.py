@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from biencoder.atomic import atomic_dir
+from biencoder.index.lexical import LexicalConfig
 from biencoder.stores.contract import BACKENDS, DATABASE_METRICS, Batch, check_identifier
 
 logger = logging.getLogger(__name__)
@@ -23,13 +24,17 @@ KINDS = {
     "lancedb": ("exact", "ivf_pq", "ivf_hnsw_sq"),
     "pgvector": ("exact", "hnsw"),
 }
+LEXICAL_MEMORY_ONLY = (
+    "--lexical is built for the memory backend; lancedb and pgvector full-text search are not wired yet"
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StoreSpec:
     """What to build. HNSW settings (``connectivity`` M, ``expansion_add`` efConstruction,
     ``expansion_search`` efSearch) apply to every HNSW kind; ``partitions``, ``sub_vectors``,
-    ``nprobes`` and ``refine_factor`` to LanceDB's IVF kinds; ``quantization`` to the in-process index."""
+    ``nprobes`` and ``refine_factor`` to LanceDB's IVF kinds; ``quantization`` and ``lexical`` (a
+    BM25 part over the batches' texts, for lexical and hybrid search) to the in-process index."""
 
     backend: str = "memory"
     kind: str = "exact"
@@ -45,10 +50,15 @@ class StoreSpec:
     table: str = "vectors"
     dsn: str | None = field(default=None, repr=False)
     lance_uri: str | None = None
+    lexical: LexicalConfig | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.lexical is not None and not isinstance(self.lexical, LexicalConfig):
+            raise TypeError(f"lexical must be a LexicalConfig or None, got {type(self.lexical).__name__}")
+        if self.lexical is not None and self.backend != "memory":
+            raise ValueError(LEXICAL_MEMORY_ONLY)
         kinds = KINDS[self.backend]
         if self.kind not in kinds:
             raise ValueError(f"the {self.backend} backend builds {', '.join(kinds)}, not {self.kind!r}")
@@ -86,10 +96,12 @@ def _build_memory(
         if value is not None
     }
     config = IndexConfig(metric=spec.metric, kind=spec.kind, quantization=spec.quantization, **hnsw)
-    index = Index(dimension, config=config, model_name=model_name)
+    index = Index(dimension, config=config, model_name=model_name, lexical=spec.lexical)
     start = time.perf_counter()
     for ids, vectors, texts in batches:
-        index.add(ids, vectors, texts=texts)  # the graph is built as rows come in
+        if spec.lexical is not None and texts is None:
+            raise ValueError("a lexical part is built from the rows' texts, but a batch carries none")
+        index.add(ids, vectors, texts=texts)  # the graph (and the BM25 tokens) built as rows come in
     built = time.perf_counter() - start
     index.save(output)
     return {"ingest_s": built, "index_s": 0.0}

@@ -4,14 +4,15 @@ A store holds (id, vector[, text]) rows under string ids and searches them by th
 similarity. The CLI's ``index``/``search`` commands and the server's search route depend on this
 protocol alone. A store folder written by ``biencoder index`` says which backend it is: the
 in-process index writes ``manifest.json``, the database backends ``store.json``
-(:class:`StoreManifest`).
+(:class:`StoreManifest`). Lexical and hybrid search are the in-process index's alone so far:
+:func:`plan_search` checks a search's mode against the store once, for the CLI and the server.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -22,6 +23,8 @@ from numpy.typing import NDArray
 from biencoder import similarity as sim
 from biencoder.atomic import atomic_file
 from biencoder.index.config import SearchResult
+from biencoder.index.fusion import DEFAULT_CANDIDATES, SearchMode
+from biencoder.index.hybrid import NO_LEXICAL_PART, SearchSettings
 from biencoder.protocol import Encoder
 
 STORE_FILE = "store.json"
@@ -30,6 +33,10 @@ BACKENDS = ("memory", "lancedb", "pgvector")
 DATABASE_METRICS = ("cosine", "dot")  # what both databases rank by, with the Index's scores
 
 Ids = str | int | Sequence[str | int]
+NOT_WIRED = (
+    "lexical and hybrid search are offered by the memory backend's lexical part; {backend} "
+    "full-text search is not wired yet: search this store in dense mode"
+)
 
 
 @runtime_checkable
@@ -66,6 +73,74 @@ class VectorStore(Protocol):
 
 class StoreFormatError(ValueError):
     """A store folder that is missing, incomplete or not written by this version."""
+
+
+class SearchNotOffered(ValueError):
+    """A search mode the store cannot run: an index without a lexical part, or a database backend."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchPlan:
+    """One search's mode, checked against the store, and the keywords its ``search`` takes for it."""
+
+    mode: SearchMode
+    keywords: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def encodes(self) -> bool:
+        """Whether the queries are embedded: dense and hybrid search (lexical reads words only)."""
+        return self.mode is not SearchMode.LEXICAL
+
+    @property
+    def reads_words(self) -> bool:
+        """Whether the query words are searched: lexical and hybrid search."""
+        return self.mode is not SearchMode.DENSE
+
+    def search(self, store: Any, texts: Sequence[str], vectors: Any, k: int, **options: Any) -> SearchResult:
+        """Run the plan on ``store``: the query ``texts`` and, unless lexical, their ``vectors``."""
+        if self.encodes and vectors is None:
+            raise ValueError(f"{self.mode.value} search needs the query vectors")
+        words = {"query_texts": list(texts)} if self.encodes and self.reads_words else {}
+        queries = vectors if self.encodes else list(texts)
+        return store.search(queries, k, **self.keywords, **words, **options)
+
+
+def plan_search(
+    store: Any,
+    *,
+    k: int,
+    mode: str | None = None,
+    fusion: str | None = None,
+    alpha: float | None = None,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> SearchPlan:
+    """Check a search's choices against ``store`` as ``Index.search`` would, before any encoding.
+
+    ``mode`` None is hybrid on an index with a lexical part, else dense. Lexical or hybrid on a
+    store without a lexical part raises :class:`SearchNotOffered`; a bad value (an unknown mode
+    or fusion, alpha outside [0, 1] or with rrf, candidates < 1) a ``ValueError``. A database
+    store searches dense only and takes none of these keywords.
+    """
+    requested = None if mode is None else SearchMode.parse(mode)
+    memory = store.backend == "memory"
+    lexical = memory and bool(getattr(store, "has_lexical", False))
+    if requested not in (None, SearchMode.DENSE) and not lexical:
+        raise SearchNotOffered(NO_LEXICAL_PART if memory else NOT_WIRED.format(backend=store.backend))
+    settings = SearchSettings.resolve(
+        k=k,
+        mode=requested,
+        fusion=fusion,
+        alpha=alpha,
+        normalization=None,
+        candidates=candidates,
+        has_lexical=lexical,
+        record=getattr(store, "fusion_record", None) if memory else None,
+    )
+    if not memory:
+        return SearchPlan(mode=settings.mode)
+    # the caller's own fusion and alpha, not the resolved ones: Index.search defaults them alike
+    keywords = {"mode": settings.mode.value, "fusion": fusion, "alpha": alpha, "candidates": candidates}
+    return SearchPlan(mode=settings.mode, keywords=keywords)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
