@@ -1,7 +1,11 @@
 """``biencoder evaluate``: score a model on retrieval (BEIR folders), STS files and named tasks.
 
 Prints a table and writes JSON whose keys are the metric names (``ndcg@10``, ``mrr@10``,
-``spearman`` ...), under each task's name.
+``spearman`` ...), under each task's name. ``--retrieval dense,lexical,hybrid`` scores the
+retrieval tasks in several modes, each under its own name: ``scifact`` (dense), ``scifact-bm25``
+(lexical: BM25, no model) and ``scifact-hybrid`` (both fused as hybrid search fuses them, by
+``--fusion`` and ``--alpha``); the JSON's ``retrieval`` entry records the modes and the fusion.
+The corpus is encoded once for dense and hybrid; ``--retrieval lexical`` alone loads no model.
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from biencoder.evaluation.base import Evaluator
+    from biencoder.evaluation.hybrid import FusionSettings
+    from biencoder.index.fusion import SearchMode
+    from biencoder.protocol import Encoder
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +28,7 @@ DEFAULT_DATA = "../shared/data"
 
 
 def register(sub: Any) -> None:
+    from biencoder.index.fusion import DEFAULT_ALPHA
     from biencoder.loading import add_backend_arguments
     from biencoder.resolve import BASE_MODEL
 
@@ -54,9 +65,29 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="a named task resolved in --data: scifact, trec-dl19, stsb, stsb-dev, banking77, "
-        "20newsgroups, quora; repeatable",
+        help="a named task resolved in --data: scifact, trec-dl19, wikiqa, wikiqa-dev, stsb, stsb-dev, "
+        "banking77, 20newsgroups, quora; repeatable",
     )
+    p.add_argument(
+        "--retrieval",
+        default="dense",
+        metavar="MODES",
+        help="retrieval modes, comma-separated: dense, lexical (BM25), hybrid (default: dense)",
+    )
+    p.add_argument("--fusion", default="convex", help="hybrid: convex or rrf (default: convex)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"hybrid, convex: the dense weight in [0, 1] (default: {DEFAULT_ALPHA})",
+    )
+    p.add_argument(
+        "--normalization",
+        default=None,
+        help="hybrid, convex: minmax, zscore or calibrated (default: the untuned search default, "
+        "calibrated and adaptive; see docs/search.md)",
+    )
+    p.add_argument("--candidates", type=int, default=1000, help="hybrid: each side's list length")
     p.add_argument("--data", default=DEFAULT_DATA, help="data folder for --task (default: %(default)s)")
     p.add_argument(
         "--limit", type=int, default=None, help="shrink every task to n queries/pairs/texts (quick check)"
@@ -68,14 +99,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def build_evaluators(args: argparse.Namespace, show_progress: bool | None) -> list[Any]:
+def build_evaluators(args: argparse.Namespace, show_progress: bool | None) -> list[Evaluator]:
     from biencoder.evaluation.retrieval import RetrievalEvaluator, subset
     from biencoder.evaluation.sts import StsEvaluator
     from biencoder.evaluation.tasks import TaskOptions, build_tasks
 
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be positive, got {args.limit}")
-    evaluators: list[Any] = []
+    evaluators: list[Evaluator] = []
     for folder in args.ir:
         ev = RetrievalEvaluator.from_beir(
             folder,
@@ -105,24 +136,74 @@ def build_evaluators(args: argparse.Namespace, show_progress: bool | None) -> li
     return evaluators
 
 
+def _result_names(evaluators: list[Evaluator], modes: tuple[SearchMode, ...]) -> dict[str, Evaluator]:
+    """Each result name and the evaluator behind it; two results of one name are refused."""
+    from biencoder.evaluation.hybrid import result_name
+    from biencoder.evaluation.retrieval import RetrievalEvaluator
+
+    names: dict[str, Evaluator] = {}
+    for ev in evaluators:
+        own = [result_name(ev.name, m) for m in modes] if isinstance(ev, RetrievalEvaluator) else [ev.name]
+        for name in own:
+            if name in names:
+                raise ValueError(f"two evaluations share the name {name!r}; their results would collide")
+            names[name] = ev
+    return names
+
+
+def evaluate(
+    model: Encoder | None, evaluators: list[Evaluator], modes: tuple[SearchMode, ...], fusion: FusionSettings
+) -> dict[str, dict[str, float]]:
+    """Each result's metrics: retrieval evaluators in every mode (one encoding), the others as usual."""
+    from biencoder.evaluation.retrieval import RetrievalEvaluator
+
+    results: dict[str, dict[str, float]] = {}
+    for number, ev in enumerate(evaluators, start=1):
+        start = time.perf_counter()
+        logger.info("[%d/%d] evaluating %s", number, len(evaluators), ev.name)
+        if isinstance(ev, RetrievalEvaluator):
+            results.update(ev.evaluate_modes(model, modes, fusion))
+        elif model is None:
+            raise ValueError(f"{ev.name} needs a model")
+        else:
+            results[ev.name] = {k: float(v) for k, v in ev(model).items()}
+        logger.info("%s: %.0f s", ev.name, time.perf_counter() - start)
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
+    from biencoder.evaluation.hybrid import FusionSettings, needs_encoder, parse_modes
+    from biencoder.evaluation.retrieval import RetrievalEvaluator
+    from biencoder.index.fusion import SearchMode
+
+    modes = parse_modes(args.retrieval)
+    fusion = FusionSettings(
+        fusion=args.fusion, alpha=args.alpha, normalization=args.normalization, candidates=args.candidates
+    )
+    if SearchMode.HYBRID not in modes and (args.alpha is not None or args.fusion != "convex"):
+        logger.warning("--fusion and --alpha apply to hybrid retrieval, which --retrieval does not ask for")
     show = None if logger.isEnabledFor(logging.INFO) else False
     evaluators = build_evaluators(args, show)  # data errors surface before the model loads
+    names = _result_names(evaluators, modes)
 
     from biencoder.evaluation.report import markdown_table, write_json
-    from biencoder.evaluation.suite import evaluate_all
     from biencoder.loading import encoder_from_args
 
     start = time.perf_counter()
-    model = encoder_from_args(args)
-    results = evaluate_all(model, evaluators)
-    shown = {e.name: list(results[e.name]) for e in evaluators}
-    print(markdown_table({str(args.model): results}, shown), end="")
+    use_model = needs_encoder(modes) or any(not isinstance(e, RetrievalEvaluator) for e in evaluators)
+    model = encoder_from_args(args) if use_model else None
+    results = evaluate(model, evaluators, modes, fusion)
+    label = str(args.model) if use_model else "bm25"
+    print(markdown_table({label: results}, {n: list(results[n]) for n in names}), end="")
     if args.output:
         payload = {
-            "model": str(args.model),
+            "model": str(args.model) if use_model else None,
             "results": results,
-            "primary_metrics": {e.name: e.primary_metric for e in evaluators},
+            "primary_metrics": {n: ev.primary_metric for n, ev in names.items()},
+            "retrieval": {
+                "modes": [m.value for m in modes],
+                **(fusion.to_dict() if SearchMode.HYBRID in modes else {}),
+            },
             "limit": args.limit,
             "seconds": round(time.perf_counter() - start, 1),
         }

@@ -1,4 +1,4 @@
-"""Named evaluation tasks (``scifact``, ``trec-dl19``, ``stsb`` ...) resolved against a data folder.
+"""Named evaluation tasks (``scifact``, ``wikiqa``, ``stsb`` ...) resolved against a data folder.
 
 The data folder holds the layout described in ``../shared/data/README.md``: one sub-folder per
 dataset. ``limit`` shrinks a task for quick checks (the first n queries with their judged
@@ -11,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from biencoder.evaluation.base import Evaluator
+
+if TYPE_CHECKING:
+    from biencoder.data.beir import BeirDataset
+
+Loader = Callable[[Path], "BeirDataset"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,15 +43,32 @@ class Task:
     description: str
     shown: tuple[str, ...]  # the metrics a report leads with
     build: Callable[[Path, TaskOptions], Evaluator]
+    # retrieval tasks: how to read the corpus, queries and qrels from ``path``, and their split
+    load: Loader | None = None
+    split: str | None = None
 
 
-def _retrieval(name: str, threshold: int) -> Callable[[Path, TaskOptions], Evaluator]:
-    def build(folder: Path, opts: TaskOptions) -> Evaluator:
+def _beir(split: str) -> Loader:
+    def load(folder: Path) -> BeirDataset:
+        from biencoder.data.beir import load_beir
+
+        return load_beir(folder, split)
+
+    return load
+
+
+def _wikiqa(path: Path) -> BeirDataset:
+    from biencoder.data.wikiqa import load_wikiqa
+
+    return load_wikiqa(path)
+
+
+def _retrieval(name: str, threshold: int, load: Loader) -> Callable[[Path, TaskOptions], Evaluator]:
+    def build(path: Path, opts: TaskOptions) -> Evaluator:
         from biencoder.evaluation.retrieval import RetrievalEvaluator, subset
 
-        ev = RetrievalEvaluator.from_beir(
-            folder,
-            "test",
+        ev = RetrievalEvaluator.from_dataset(
+            load(path),
             name=name,
             relevance_threshold=threshold,
             batch_size=opts.batch_size,
@@ -56,6 +79,12 @@ def _retrieval(name: str, threshold: int) -> Callable[[Path, TaskOptions], Evalu
         return ev
 
     return build
+
+
+def _retrieval_task(
+    name: str, path: str, description: str, shown: tuple[str, ...], threshold: int, load: Loader, split: str
+) -> Task:
+    return Task(name, path, description, shown, _retrieval(name, threshold, load), load=load, split=split)
 
 
 def _sts(name: str) -> Callable[[Path, TaskOptions], Evaluator]:
@@ -122,19 +151,41 @@ def _quora(path: Path, opts: TaskOptions) -> Evaluator:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task(
+        _retrieval_task(
             "scifact",
             "scifact",
             "BEIR SciFact test: claims against abstracts",
             ("ndcg@10", "mrr@10", "recall@10", "map@100"),
-            _retrieval("scifact", 1),
+            1,
+            _beir("test"),
+            "test",
         ),
-        Task(
+        _retrieval_task(
             "trec-dl19",
             "trec-dl19-mini",
             "TREC DL 2019 passages (mini corpus); relevant = grade >= 2",
             ("ndcg@10", "mrr@10", "recall@100"),
-            _retrieval("trec-dl19", 2),
+            2,
+            _beir("test"),
+            "test",
+        ),
+        _retrieval_task(
+            "wikiqa",
+            "wikiqa/test.tsv",
+            "WikiQA test as retrieval: 243 questions against the split's 5,951 sentences",
+            ("ndcg@10", "mrr@10", "recall@10"),
+            1,
+            _wikiqa,
+            "test",
+        ),
+        _retrieval_task(
+            "wikiqa-dev",
+            "wikiqa/dev.tsv",
+            "WikiQA dev as retrieval: 126 questions against the split's 2,707 sentences",
+            ("ndcg@10", "mrr@10", "recall@10"),
+            1,
+            _wikiqa,
+            "dev",
         ),
         Task(
             "stsb",
@@ -174,6 +225,18 @@ def resolve_task(name: str) -> Task:
         return TASKS[name.lower()]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def retrieval_data(name: str, data_dir: str | Path) -> tuple[BeirDataset, Task]:
+    """A retrieval task's corpus, queries and qrels (its ``split``), read from ``data_dir``."""
+    task = resolve_task(name)
+    if task.load is None:
+        retrieval = ", ".join(t.name for t in TASKS.values() if t.load is not None)
+        raise ValueError(f"{task.name} is not a retrieval task; retrieval tasks: {retrieval}")
+    path = Path(data_dir) / task.path
+    if not path.exists():
+        raise FileNotFoundError(f"data for task {task.name} is missing: {path} (set the data folder)")
+    return task.load(path), task
 
 
 def build_tasks(

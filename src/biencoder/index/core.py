@@ -214,6 +214,12 @@ class Index:
         """The tuned dense weight of hybrid search, if one was recorded (``set_fusion``)."""
         return self._fusion.alpha if self._fusion is not None else None
 
+    def lexical_scales(self, query_texts: Sequence[str]) -> NDArray[np.float64]:
+        """Each query's BM25 scale (calibrated fusion's divisor; see ``LexicalIndex.query_scales``)."""
+        if self._lexical is None:
+            raise ValueError(NO_LEXICAL_PART)
+        return self._lexical.query_scales(query_texts)
+
     def set_fusion(self, record: FusionRecord | None) -> None:
         """Record a tuned fusion setting (saved as ``fusion.json``); hybrid search then defaults to it."""
         if record is not None and not isinstance(record, FusionRecord):
