@@ -6,9 +6,10 @@ BIENCODER_PG_DSN connects). Embeddings are written in shards to ``<output>.parti
 progress manifest; a rerun of the same command (same corpus file, model and settings) skips the
 finished shards. ``--vectors`` ingests Parquet shards of ``id``/``vector`` instead (what
 ``biencoder encode --engine ray`` writes), streamed, without encoding. The store itself is
-assembled at the end and appears whole (see ``biencoder.stores.build``). ``--lexical`` (memory
-backend, ``--corpus``) adds a BM25 part over the same texts, for lexical and hybrid search; the
-texts are then kept in the index too.
+assembled at the end and appears whole (see ``biencoder.stores.build``). ``--lexical`` (with
+``--corpus``) adds a lexical part over the same texts, for lexical and hybrid search: a BM25 part
+on the memory backend, the database's own full-text index on lancedb (its native FTS index) and
+pgvector (a generated tsvector column with a GIN index); the texts are then kept in the store too.
 """
 
 from __future__ import annotations
@@ -78,11 +79,15 @@ def register(sub: Any) -> None:
     ann.add_argument(
         "--refine-factor", type=int, default=10, help="lancedb: rescore k*this with full vectors"
     )
-    lex = p.add_argument_group("lexical part (BM25, for lexical and hybrid search; memory backend)")
+    lex = p.add_argument_group(
+        "lexical part (for lexical and hybrid search: BM25 on memory, the database's full-text index "
+        "on lancedb and pgvector; the BM25 settings are the memory backend's)"
+    )
     lex.add_argument(
         "--lexical",
         action="store_true",
-        help="also index the texts for BM25 (keeps the texts, as --store-texts does); needs --corpus",
+        help="also index the texts for lexical search (keeps the texts, as --store-texts does); "
+        "needs --corpus",
     )
     lex.add_argument(
         "--lexical-language", help="stemmer language, or none (default: english)", metavar="LANGUAGE"
@@ -176,8 +181,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:
     """The lexical part's settings (LexicalConfig's defaults where a flag is not given), or None."""
-    from biencoder.stores.build import LEXICAL_MEMORY_ONLY
-
     settings = {
         "language": ("--lexical-language", args.lexical_language),
         "stopwords": ("--lexical-stopwords", args.lexical_stopwords),
@@ -190,8 +193,12 @@ def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:
             flags = ", ".join(settings[name][0] for name in given)
             raise ValueError(f"{flags} set up the lexical part: add --lexical to build one")
         return None
-    if args.backend != "memory":
-        raise ValueError(LEXICAL_MEMORY_ONLY)
+    if args.backend != "memory" and given:
+        flags = ", ".join(settings[name][0] for name in given)
+        raise ValueError(
+            f"{flags} set up the memory backend's BM25; the {args.backend} backend's lexical part is "
+            "the database's full-text index, with its own english analyser"
+        )
     if args.vectors is not None:
         raise ValueError(
             "--lexical needs --corpus: vector shards carry no texts to build the lexical part from"

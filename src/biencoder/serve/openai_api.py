@@ -1,8 +1,9 @@
 """The OpenAI-compatible routes: /v1/embeddings (and /embeddings), /v1/models, /v1/search.
 
-/v1/search runs in the index's modes (``mode``: dense, lexical or hybrid; ``fusion``, ``alpha``,
+/v1/search runs in the store's modes (``mode``: dense, lexical or hybrid; ``fusion``, ``alpha``,
 ``candidates`` for hybrid), checked against the store before anything is embedded; lexical search
-embeds nothing.
+embeds nothing. Lexical and hybrid need a lexical part: the in-process index's BM25, or a database
+store's full-text index.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _items(index: Any, texts: list[str], result: SearchResult, truncated: list[b
 
 def _plan(index: Any, req: s.SearchRequest) -> SearchPlan:
     """The request's mode, fusion and alpha checked against the store: 400 for a mode the store
-    cannot run (no lexical part, a database backend), 422 for a bad combination."""
+    cannot run (a store without a lexical part, of any backend), 422 for a bad combination."""
     try:
         return plan_search(
             index,

@@ -133,10 +133,10 @@ def register(table: RouteTable, ctx: Service) -> None:
 
 
 def _search_info(index: Any) -> dict[str, Any] | None:
-    """/v1/search's modes over ``index``: all three with a lexical part (memory backend), else dense."""
+    """/v1/search's modes over ``index``: all three with a lexical part (any backend), else dense."""
     if index is None:
         return None
-    lexical = index.backend == "memory" and bool(index.has_lexical)
+    lexical = bool(getattr(index, "has_lexical", False))
     modes = list(SearchMode) if lexical else [SearchMode.DENSE]
     return {
         "modes": [m.value for m in modes],

@@ -24,8 +24,10 @@ KINDS = {
     "lancedb": ("exact", "ivf_pq", "ivf_hnsw_sq"),
     "pgvector": ("exact", "hnsw"),
 }
-LEXICAL_MEMORY_ONLY = (
-    "--lexical is built for the memory backend; lancedb and pgvector full-text search are not wired yet"
+DATABASE_LEXICAL = (
+    "the {backend} backend's lexical part is the database's own full-text index, with its english "
+    "analyser: the BM25 settings (language, stop words, k1, b, method) are the memory backend's; "
+    "got {config}"
 )
 
 
@@ -33,8 +35,10 @@ LEXICAL_MEMORY_ONLY = (
 class StoreSpec:
     """What to build. HNSW settings (``connectivity`` M, ``expansion_add`` efConstruction,
     ``expansion_search`` efSearch) apply to every HNSW kind; ``partitions``, ``sub_vectors``,
-    ``nprobes`` and ``refine_factor`` to LanceDB's IVF kinds; ``quantization`` and ``lexical`` (a
-    BM25 part over the batches' texts, for lexical and hybrid search) to the in-process index."""
+    ``nprobes`` and ``refine_factor`` to LanceDB's IVF kinds; ``quantization`` to the in-process
+    index. ``lexical`` (from the batches' texts, for lexical and hybrid search) is a BM25 part of
+    the in-process index, or the database's full-text index (then only the default
+    ``LexicalConfig()``: the database's english analyser takes none of BM25's settings)."""
 
     backend: str = "memory"
     kind: str = "exact"
@@ -57,8 +61,8 @@ class StoreSpec:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if self.lexical is not None and not isinstance(self.lexical, LexicalConfig):
             raise TypeError(f"lexical must be a LexicalConfig or None, got {type(self.lexical).__name__}")
-        if self.lexical is not None and self.backend != "memory":
-            raise ValueError(LEXICAL_MEMORY_ONLY)
+        if self.lexical is not None and self.backend != "memory" and self.lexical != LexicalConfig():
+            raise ValueError(DATABASE_LEXICAL.format(backend=self.backend, config=self.lexical))
         kinds = KINDS[self.backend]
         if self.kind not in kinds:
             raise ValueError(f"the {self.backend} backend builds {', '.join(kinds)}, not {self.kind!r}")
@@ -136,6 +140,8 @@ def _build_lance(
                 refine_factor=spec.refine_factor,
                 ef=spec.expansion_search or 100,
             )
+        if spec.lexical is not None:
+            index += store.build_lexical()
         logger.info("LanceDB store of %d rows: ingest %.1f s, index %.1f s", rows, ingest, index)
     return {"ingest_s": ingest, "index_s": index}
 
@@ -162,6 +168,8 @@ def _build_pgvector(
                     ef_construction=spec.expansion_add or 64,
                     ef_search=spec.expansion_search or 100,
                 )
+            if spec.lexical is not None:
+                index += store.build_lexical()
             store.rename(spec.table)
         except BaseException:
             store.drop()

@@ -4,7 +4,8 @@ A store holds (id, vector[, text]) rows under string ids and searches them by th
 similarity. The CLI's ``index``/``search`` commands and the server's search route depend on this
 protocol alone. A store folder written by ``biencoder index`` says which backend it is: the
 in-process index writes ``manifest.json``, the database backends ``store.json``
-(:class:`StoreManifest`). Lexical and hybrid search are the in-process index's alone so far:
+(:class:`StoreManifest`). Lexical and hybrid search need a lexical part: the in-process index's
+BM25, or a database store's full-text index (``has_lexical``; see :mod:`biencoder.stores.hybrid`).
 :func:`plan_search` checks a search's mode against the store once, for the CLI and the server.
 """
 
@@ -24,7 +25,7 @@ from biencoder import similarity as sim
 from biencoder.atomic import atomic_file
 from biencoder.index.config import SearchResult
 from biencoder.index.fusion import DEFAULT_CANDIDATES, SearchMode
-from biencoder.index.hybrid import NO_LEXICAL_PART, SearchSettings
+from biencoder.index.hybrid import NO_LEXICAL_PART, SearchSettings, row_words
 from biencoder.protocol import Encoder
 
 STORE_FILE = "store.json"
@@ -33,9 +34,10 @@ BACKENDS = ("memory", "lancedb", "pgvector")
 DATABASE_METRICS = ("cosine", "dot")  # what both databases rank by, with the Index's scores
 
 Ids = str | int | Sequence[str | int]
-NOT_WIRED = (
-    "lexical and hybrid search are offered by the memory backend's lexical part; {backend} "
-    "full-text search is not wired yet: search this store in dense mode"
+NO_DATABASE_LEXICAL = (
+    "this {backend} store has no lexical part ({backend} full-text search is not wired yet on it: "
+    "no texts or no full-text index); build it with `biencoder index --backend {backend} --lexical` "
+    "for lexical and hybrid search, or search it in dense mode"
 )
 
 
@@ -76,7 +78,7 @@ class StoreFormatError(ValueError):
 
 
 class SearchNotOffered(ValueError):
-    """A search mode the store cannot run: an index without a lexical part, or a database backend."""
+    """A search mode the store cannot run: lexical or hybrid on a store without a lexical part."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,18 +116,20 @@ def plan_search(
     alpha: float | None = None,
     candidates: int = DEFAULT_CANDIDATES,
 ) -> SearchPlan:
-    """Check a search's choices against ``store`` as ``Index.search`` would, before any encoding.
+    """Check a search's choices against ``store`` as its ``search`` would, before any encoding.
 
-    ``mode`` None is hybrid on an index with a lexical part, else dense. Lexical or hybrid on a
+    ``mode`` None is hybrid on a store with a lexical part, else dense. Lexical or hybrid on a
     store without a lexical part raises :class:`SearchNotOffered`; a bad value (an unknown mode
-    or fusion, alpha outside [0, 1] or with rrf, candidates < 1) a ``ValueError``. A database
-    store searches dense only and takes none of these keywords.
+    or fusion, alpha outside [0, 1] or with rrf, candidates < 1) a ``ValueError``. A store
+    without a lexical part searches dense only and takes none of these keywords.
     """
     requested = None if mode is None else SearchMode.parse(mode)
     memory = store.backend == "memory"
-    lexical = memory and bool(getattr(store, "has_lexical", False))
+    lexical = bool(getattr(store, "has_lexical", False))
     if requested not in (None, SearchMode.DENSE) and not lexical:
-        raise SearchNotOffered(NO_LEXICAL_PART if memory else NOT_WIRED.format(backend=store.backend))
+        raise SearchNotOffered(
+            NO_LEXICAL_PART if memory else NO_DATABASE_LEXICAL.format(backend=store.backend)
+        )
     settings = SearchSettings.resolve(
         k=k,
         mode=requested,
@@ -136,16 +140,20 @@ def plan_search(
         has_lexical=lexical,
         record=getattr(store, "fusion_record", None) if memory else None,
     )
-    if not memory:
+    if not lexical:
         return SearchPlan(mode=settings.mode)
-    # the caller's own fusion and alpha, not the resolved ones: Index.search defaults them alike
+    # the caller's own fusion and alpha, not the resolved ones: each store's search defaults them
     keywords = {"mode": settings.mode.value, "fusion": fusion, "alpha": alpha, "candidates": candidates}
     return SearchPlan(mode=settings.mode, keywords=keywords)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StoreManifest:
-    """``store.json``: a database-backed store's settings (never a password: the DSN is not kept)."""
+    """``store.json``: a database-backed store's settings (never a password: the DSN is not kept).
+
+    ``has_lexical``: the table has a full-text index over its texts (lexical and hybrid search),
+    built with ``lexical_params`` (the database's analyser settings, as built).
+    """
 
     backend: str
     dimension: int
@@ -156,6 +164,8 @@ class StoreManifest:
     index_params: dict[str, Any] = field(default_factory=dict)
     search_params: dict[str, Any] = field(default_factory=dict)
     has_texts: bool = False
+    has_lexical: bool = False
+    lexical_params: dict[str, Any] = field(default_factory=dict)
     format: int = STORE_FORMAT
 
     def __post_init__(self) -> None:
@@ -168,6 +178,8 @@ class StoreManifest:
                 f"the {self.backend} backend ranks by {', '.join(DATABASE_METRICS)}, not {self.metric!r}"
             )
         check_identifier(self.table)
+        if self.has_lexical and not self.has_texts:
+            raise ValueError("has_lexical needs has_texts: a full-text index is built over the rows' texts")
 
     def write(self, folder: Path) -> None:
         with atomic_file(folder / STORE_FILE) as tmp:
@@ -324,6 +336,11 @@ class ManifestStore:
         return self.manifest.has_texts
 
     @property
+    def has_lexical(self) -> bool:
+        """Whether the table has a full-text index: lexical and hybrid search."""
+        return self.manifest.has_lexical
+
+    @property
     def count(self) -> int:
         raise NotImplementedError
 
@@ -333,6 +350,13 @@ class ManifestStore:
     def _vectors(self, data: Any, what: str, *, encode: bool = True) -> NDArray[np.float32]:
         encoder = self.encoder if encode else None
         return vectors_of(data, encoder=encoder, dimension=self.dimension, metric=self.metric, what=what)
+
+    def _kept_texts(self, data: Any, texts: Sequence[str] | None) -> Sequence[str] | None:
+        """The texts an add keeps: ``texts``; on a store with a lexical part they are needed (the
+        full-text index reads them), so ``data`` when it is texts, else a ValueError."""
+        if texts is not None or not self.has_lexical:
+            return texts
+        return row_words(data, None)
 
     def _note_texts(self) -> None:
         if not self.manifest.has_texts:

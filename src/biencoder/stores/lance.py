@@ -5,6 +5,11 @@ creation puts the database elsewhere (``s3://...``, ``gs://...``) and is kept in
 Without a vector index every search is exact (a flat scan); ``build_index`` makes an IVF_PQ or
 IVF_HNSW_SQ index, and its searches take ``nprobes``, ``refine_factor`` (rescoring the
 ``k * refine_factor`` best with the full vectors) and, for HNSW, ``ef``.
+
+``build_lexical`` adds LanceDB's native full-text index (its own inverted index, not tantivy) over
+the ``text`` column, for lexical and hybrid search (:mod:`biencoder.stores.hybrid`). Rows written
+after it was built (``add``/``upsert``) are searched too, by a flat scan of the unindexed rows
+until ``optimize`` folds them in; ``remove`` is seen at once (LanceDB's deletion vectors).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from biencoder.index.config import SearchResult
+from biencoder.index.fusion import DEFAULT_CANDIDATES
 from biencoder.protocol import Encoder
 from biencoder.stores.contract import (
     Batch,
@@ -30,11 +36,22 @@ from biencoder.stores.contract import (
     check_rows,
     id_list,
 )
+from biencoder.stores.hybrid import Candidates, database_settings, run_search
 
 logger = logging.getLogger(__name__)
 
 LANCE_KINDS = ("exact", "ivf_pq", "ivf_hnsw_sq")
 _SQL_CHUNK = 1000  # ids per IN (...) list
+# the full-text analyser: LanceDB's defaults, English stemming and stop words, spelled out so the
+# manifest records what was built
+FTS_SETTINGS: dict[str, Any] = {
+    "base_tokenizer": "simple",
+    "language": "English",
+    "stem": True,
+    "remove_stop_words": True,
+    "lower_case": True,
+    "ascii_folding": True,
+}
 
 
 def _lancedb() -> Any:
@@ -115,8 +132,10 @@ class LanceStore(ManifestStore):
         return int(self._table.count_rows())
 
     def add(self, ids: Ids, data: Any, *, texts: Sequence[str] | None = None) -> None:
-        """Insert rows; an id already present is replaced (a merge on ``id``)."""
+        """Insert rows; an id already present is replaced (a merge on ``id``). On a store with a
+        lexical part the rows' texts are needed: ``texts``, or ``data`` as texts."""
         ids_ = id_list(ids)
+        texts = self._kept_texts(data, texts)
         vectors = self._vectors(data, "added data")
         check_rows(ids_, len(vectors), texts)
         if not ids_:
@@ -199,19 +218,55 @@ class LanceStore(ManifestStore):
         queries: Any,
         k: int = 10,
         *,
+        mode: str | None = None,
+        fusion: str | None = None,
+        alpha: float | None = None,
+        normalization: str | None = None,
+        candidates: int = DEFAULT_CANDIDATES,
+        query_texts: Sequence[str] | None = None,
+        adaptive: bool | None = None,
         rescore: bool = True,
         expansion_search: int | None = None,
         nprobes: int | None = None,
         refine_factor: int | None = None,
         exact: bool = False,
     ) -> SearchResult:
-        """The ``k`` best rows per query; exact when the table has no vector index or ``exact``."""
-        k = check_k(k)
+        """The ``k`` best rows per query; the vector search is exact when the table has no vector
+        index or with ``exact``. ``mode`` and the fusion keywords as ``Index.search``'s (lexical
+        and hybrid need the full-text index, :meth:`build_lexical`); normalization None is min-max
+        here (see :mod:`biencoder.stores.hybrid`)."""
+        settings = database_settings(
+            backend=self.backend,
+            has_lexical=self.has_lexical,
+            k=check_k(k),
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            normalization=normalization,
+            candidates=candidates,
+            adaptive=adaptive,
+        )
+
+        def dense(q: Any, n: int) -> Candidates:
+            return self._dense_lists(q, n, rescore, expansion_search, nprobes, refine_factor, exact)
+
+        return run_search(settings, queries, query_texts, dense=dense, lexical=self._lexical_lists)
+
+    def _dense_lists(
+        self,
+        queries: Any,
+        k: int,
+        rescore: bool,
+        expansion_search: int | None,
+        nprobes: int | None,
+        refine_factor: int | None,
+        exact: bool,
+    ) -> Candidates:
+        """Each query's ``k`` best rows by vector: (ids, scores), best first."""
         q = self._vectors([queries] if isinstance(queries, str) else queries, "queries")
         params = {**self.manifest.search_params}
         indexed = self.kind != "exact" and not exact
-        ids: list[list[str]] = []
-        scores: list[list[float]] = []
+        out: Candidates = []
         for vector in q:
             query = self._table.search(vector, vector_column_name="vector").distance_type(self.metric)
             query = query.limit(k).select(["id", "_distance"])
@@ -225,11 +280,48 @@ class LanceStore(ManifestStore):
                 if self.kind == "ivf_hnsw_sq":
                     query = query.ef(expansion_search or params.get("ef", 100))
             table = query.to_arrow()
-            ids.append([str(i) for i in table.column("id").to_pylist()])
-            distance = table.column("_distance").to_numpy()
+            distance = table.column("_distance").to_numpy().astype(np.float32)
             # cosine distance is 1 - cos; dot "distance" is 1 - dot: the Index's scores are 1 - d
-            scores.append([float(s) for s in 1.0 - distance.astype(np.float64)])
-        return SearchResult(ids=ids, scores=scores)
+            out.append(([str(i) for i in table.column("id").to_pylist()], 1.0 - distance))
+        return out
+
+    def _lexical_lists(self, texts: list[str], n: int) -> Candidates:
+        """Each query's ``n`` best rows by the full-text index (BM25 over the ``text`` column, any
+        query word matching), best first; ties by id, so the order is the same on every call."""
+        from lancedb.query import MatchQuery
+
+        out: Candidates = []
+        for text in texts:
+            match = MatchQuery(text, "text")  # type: ignore[call-arg]  # pydantic defaults mypy misses
+            query = self._table.search(match, query_type="fts")
+            table = query.limit(n).select(["id", "_score"]).to_arrow()
+            ids = [str(i) for i in table.column("id").to_pylist()]
+            scores = table.column("_score").to_numpy().astype(np.float32)
+            order = sorted(range(len(ids)), key=lambda r: (-scores[r], ids[r]))
+            out.append(([ids[r] for r in order], scores[order]))
+        return out
+
+    # --- the full-text index ---------------------------------------------------------------
+    def build_lexical(self) -> float:
+        """Build (or rebuild) the full-text index over the rows' texts; returns the seconds it took."""
+        from lancedb.index import FTS
+
+        if not self.has_texts:
+            raise ValueError(
+                f"{self.folder}: the full-text index is built over the rows' texts and this store "
+                "keeps none; build it with texts (biencoder index --corpus ... --lexical)"
+            )
+        start = time.perf_counter()
+        self._table.create_index("text", config=FTS(**FTS_SETTINGS), replace=True)
+        seconds = time.perf_counter() - start
+        self._rewrite(has_lexical=True, lexical_params={"index": "lance-fts", **FTS_SETTINGS})
+        logger.info("LanceDB full-text index over %d rows in %.1f s", self.count, seconds)
+        return seconds
+
+    def optimize(self) -> None:
+        """Fold rows written since the indexes were built into them (LanceDB's ``optimize``:
+        compaction and index update); searches see those rows before, by a slower flat scan."""
+        self._table.optimize()
 
     # --- the vector index ----------------------------------------------------------------
     def build_index(
@@ -274,7 +366,8 @@ class LanceStore(ManifestStore):
             self._table.create_index("vector", config=config, replace=True)
         else:
             for index in self._table.list_indices():
-                self._table.drop_index(index.name)
+                if list(index.columns) == ["vector"]:  # the full-text index stays
+                    self._table.drop_index(index.name)
         seconds = time.perf_counter() - start
         self._rewrite(kind=kind, index_params=built, search_params=search)
         logger.info("LanceDB %s index over %d rows in %.1f s", kind, self.count, seconds)
