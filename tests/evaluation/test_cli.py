@@ -133,8 +133,20 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     run = tmp_path / "run"
     report = json.loads((run / "report.json").read_text())
     assert list(report["results"]) == ["base", "card recipe", "improved recipe"]
-    for name in report["results"]:
-        assert set(report["results"][name]) == {"scifact", "trec-dl19", "stsb"}
+    hybrid = {"scifact-hybrid", "trec-dl19-hybrid"}
+    assert (
+        set(report["results"]["base"])
+        == {"scifact", "trec-dl19", "stsb", "scifact-bm25", "trec-dl19-bm25"} | hybrid
+    )
+    for name in ("card recipe", "improved recipe"):  # BM25 needs no model: computed once, with the base
+        assert set(report["results"][name]) == {"scifact", "trec-dl19", "stsb"} | hybrid
+    fusion = report["fusion"]
+    assert fusion["scifact"]["normalization"] == "minmax" and fusion["scifact"]["adaptive"] is False
+    assert (
+        fusion["scifact"]["alpha"] in [i / 10 for i in range(11)]
+        and len(fusion["scifact"]["fold_alphas"]) == 5
+    )
+    assert "SciFact train" in fusion["scifact"]["source"] and "untuned" in fusion["trec-dl19"]["source"]
     assert report["quick_run"] is True and report["models"]["card recipe"]["train_steps"] == 2
     improved = report["models"]["improved recipe"]
     assert improved["train_steps"] == 2 and improved["dev_queries"] == 100
@@ -174,8 +186,21 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     sts = build_tasks(["stsb"], data_dir, TaskOptions(limit=4))[0]
     saved = sts(SentenceEncoder.load(run / "model", device="cpu"))
     assert np.isclose(saved["spearman"], report["results"]["card recipe"]["stsb"]["spearman"], atol=1e-6)
+    assert "| scifact-hybrid | ndcg@10 |" in text and "| scifact-bm25 | ndcg@10 |" in text
+    assert f"alpha {fusion['scifact']['alpha']:g} (dense weight)" in text
+    # The hybrid row is the saved model's hybrid search at the recorded alpha.
+    from biencoder.cli.main_job import fusion_settings
+    from biencoder.loading import load_encoder
+
+    scifact_task = build(["scifact"], data_dir, Options(limit=4))[0]
+    hybrid_now = scifact_task.evaluate_modes(  # type: ignore[attr-defined]
+        load_encoder(run / "model", "onnx", device="cpu"), "hybrid", fusion_settings(fusion["scifact"])
+    )["scifact-hybrid"]
+    for metric, value in report["results"]["card recipe"]["scifact-hybrid"].items():
+        assert np.isclose(hybrid_now[metric], value, atol=1e-6), metric
     # A second run reuses the base model's results.
     assert cli_main([*args, "--arms", "card"]) == 0
     again = json.loads((run / "report.json").read_text())
     assert any("(cached)" in k for k in again["seconds"])
     assert again["results"]["base"] == report["results"]["base"]
+    assert again["fusion"] == report["fusion"]

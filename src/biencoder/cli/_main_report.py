@@ -137,6 +137,35 @@ def _arm_lines(arms: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def _fusion_lines(fusion: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """How each hybrid row fused its lists, and where its alpha came from."""
+    if not fusion:
+        return []
+    lines = [
+        "## BM25 and hybrid search",
+        "",
+        "`<task>-bm25`: BM25 alone (no model: one value, shown in every column); `<task>-hybrid`: "
+        "each model's dense list fused with BM25's, scored from the same corpus vectors as its dense row.",
+        "",
+    ]
+    for task, f in fusion.items():
+        how = (
+            f"convex fusion, alpha {f['alpha']:g} (dense weight), {f['normalization']} normalisation"
+            + (", adaptive" if f.get("adaptive") else "")
+            if f["fusion"] == "convex"
+            else f"{f['fusion']} fusion"
+        )
+        cv = f" (cross-validated train nDCG@10 {f['cv_ndcg@10']:.4f})" if "cv_ndcg@10" in f else ""
+        lines.append(f"- {task}: {how}, {f['candidates']} candidates a side; alpha from {f['source']}{cv}")
+    return [*lines, ""]
+
+
+def _with_bm25_everywhere(results: Mapping[str, Any], fusion: Mapping[str, Any]) -> dict[str, Any]:
+    """The table's view: the base model's BM25 rows repeated in every column (BM25 needs no model)."""
+    bm25 = {f"{t}-bm25": results["base"][f"{t}-bm25"] for t in fusion if f"{t}-bm25" in results["base"]}
+    return {name: {**by_task, **bm25} for name, by_task in results.items()}
+
+
 def _markdown(
     results: dict[str, Any],
     shown: dict[str, list[str]],
@@ -146,6 +175,7 @@ def _markdown(
     args: argparse.Namespace,
     seconds: Mapping[str, float],
     quick: bool,
+    fusion: Mapping[str, Mapping[str, Any]],
 ) -> str:
     from biencoder.evaluation.report import markdown_table
 
@@ -163,7 +193,8 @@ def _markdown(
         lines.append("- **quick run** (--limit / --max-steps): not comparable with published numbers")
     lines += [
         "",
-        markdown_table(results, shown),
+        markdown_table(_with_bm25_everywhere(results, fusion), shown),
+        *_fusion_lines(fusion),
         *_paired_lines(paired),
         "## Targets (issues 4 and 11)",
         "",
@@ -173,7 +204,7 @@ def _markdown(
         "",
         *(f"- {name}: {s / 60:.1f} min" for name, s in seconds.items()),
         "",
-        "![base and both recipes](report.png)",
+        "![each model's change from the base model's dense score](report.png)",
         "",
     ]
     return "\n".join(lines)
@@ -186,16 +217,24 @@ def write_main_report(
     per_query: Mapping[str, Mapping[str, float]],
     args: argparse.Namespace,
     seconds: Mapping[str, float],
+    fusion: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
-    """report.md, report.json and report.png in ``output``, each written atomically."""
+    """report.md, report.json and report.png in ``output``, each written atomically.
+
+    ``fusion``: each hybrid task's fusion settings and the source of its alpha; ``base`` then holds
+    ``<task>-bm25`` and ``<task>-hybrid`` results, and each arm ``<task>-hybrid``.
+    """
     from biencoder.atomic import atomic_file
     from biencoder.cli.main_job import TASK_NAMES
     from biencoder.evaluation.paired import compare
-    from biencoder.evaluation.report import plot_comparison, write_json
+    from biencoder.evaluation.report import plot_differences, write_json
     from biencoder.evaluation.tasks import TASKS
 
     results = {"base": base, **{name: arm["results"] for name, arm in arms.items()}}
+    fusion = dict(fusion or {})
     shown = {t: list(TASKS[t].shown) for t in TASK_NAMES}
+    for task in fusion:
+        shown.update({f"{task}-bm25": shown[task], f"{task}-hybrid": shown[task]})
     quick = args.limit is not None or args.max_steps > 0
     paired = None
     if {"card recipe", "improved recipe"} <= set(per_query) and all(per_query.values()):
@@ -203,12 +242,13 @@ def write_main_report(
     target_rows = targets(results, seconds, both_arms=len(arms) == 2)
     md = output / "report.md"
     with atomic_file(md) as tmp:
-        text = _markdown(results, shown, target_rows, arms, paired, args, seconds, quick)
+        text = _markdown(results, shown, target_rows, arms, paired, args, seconds, quick, fusion)
         tmp.write_text(text, encoding="utf-8")
     payload = {
         "base_model": str(args.model),
         "models": {name: _describe(name, arm) for name, arm in arms.items()},
         "results": results,
+        "fusion": fusion,
         "targets": target_rows,
         "paired_scifact_ndcg@10": paired,
         "per_query_scifact_ndcg@10": {k: dict(v) for k, v in per_query.items()},
@@ -218,11 +258,11 @@ def write_main_report(
         "command": command(args),
     }
     js = write_json(output / "report.json", payload)
-    png = plot_comparison(
+    png = plot_differences(
         output / "report.png",
         results,
-        {t: s[:2] for t, s in shown.items()},
-        title="all-MiniLM-L6-v2 on SciFact: base, card recipe, improved recipe",
+        [(t, TASKS[t].shown[0]) for t in TASK_NAMES],
+        title="all-MiniLM-L6-v2 fine-tuned on SciFact: change from the base model's dense score",
     )
     return [md, js, png]
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from biencoder.atomic import atomic_file
 from biencoder.data.texts import read_json_object
 
@@ -93,6 +95,88 @@ def plot_comparison(
     ax.set_ylabel("score")
     ax.set_title(title or " vs ".join(models))
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+# Result-name suffixes of the retrieval modes (see biencoder.evaluation.hybrid.SUFFIXES) and their labels.
+_VARIANTS = (("", ""), ("-bm25", "BM25"), ("-hybrid", "hybrid"))
+
+
+def _difference_bars(
+    results: Results, task: str, metric: str, baseline: str
+) -> list[tuple[str, float, int, str]]:
+    """(label, value - the baseline's dense value, colour index, variant) of every bar of one panel."""
+    reference = results[baseline][task][metric]
+    bars = []
+    for n, (model, by_task) in enumerate(results.items()):
+        for suffix, variant in _VARIANTS:
+            value = by_task.get(task + suffix, {}).get(metric)
+            if value is None or (model == baseline and not suffix):
+                continue
+            label = variant if variant == "BM25" else f"{model} {variant}".strip()
+            bars.append((label, value - reference, n, variant))
+    return bars
+
+
+def plot_differences(
+    path: str | Path,
+    results: Results,
+    panels: Sequence[tuple[str, str]],
+    *,
+    baseline: str = "base",
+    title: str = "",
+) -> Path:
+    """A PNG with one panel per (task, metric): each model's (and its BM25 / hybrid rows') difference
+    from ``baseline``'s dense value, as labelled horizontal bars; the panels share one scale, so
+    a bar's length means the same in every task.
+
+    A task's BM25 and hybrid rows are read from ``<task>-bm25`` / ``<task>-hybrid``; panels whose
+    task the baseline lacks are left out.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("the chart needs matplotlib: pip install 'biencoder[eval]'") from None
+    path = Path(path)
+    shown = [(t, m) for t, m in panels if m in results.get(baseline, {}).get(t, {})]
+    if not shown:
+        raise ValueError(f"none of the panels {list(panels)} has a {baseline!r} value to compare with")
+    colours = [f"C{i}" for i in range(10)]  # the default colour cycle: one colour a model
+    every = [b[1] for t, m in shown for b in _difference_bars(results, t, m, baseline)]
+    height = max(len(_difference_bars(results, t, m, baseline)) for t, m in shown)
+    span = max([abs(v) for v in every] + [0.01])
+    low, high = min([0.0, *every]), max([0.0, *every])
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 1.2 + 0.45 * max(height, 2)))
+    for ax, (task, metric) in zip(list(np.atleast_1d(axes)), shown, strict=True):
+        bars = _difference_bars(results, task, metric, baseline)
+        ys = list(range(height - 1, height - 1 - len(bars), -1))  # from the top, same bar size in every panel
+        values = [b[1] for b in bars]
+        drawn = ax.barh(
+            ys,
+            values,
+            color=["0.6" if v == "BM25" else colours[c % len(colours)] for _, _, c, v in bars],
+            edgecolor="black",
+            linewidth=0.4,
+        )
+        for patch, (_, _, _, variant) in zip(drawn, bars, strict=True):
+            if variant == "hybrid":
+                patch.set_hatch("///")
+        ax.bar_label(drawn, labels=[f"{v:+.3f}" for v in values], fontsize=8, padding=3)
+        ax.set_yticks(ys, [b[0] for b in bars], fontsize=8)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_xlim(low - 0.45 * span if low < 0 else -0.05 * span, high + 0.3 * span)
+        ax.set_ylim(-0.6, height - 0.4)
+        ax.set_title(f"{task} {metric}\n{baseline} dense = {results[baseline][task][metric]:.4f}", fontsize=9)
+        ax.set_xlabel(f"difference from {baseline} dense", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(title or f"difference from {baseline}", fontsize=10)
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
