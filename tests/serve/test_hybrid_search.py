@@ -258,10 +258,10 @@ def test_a_lancedb_store_searches_dense_and_refuses_the_lexical_modes(
         for mode in ("lexical", "hybrid"):
             r = client.post("/v1/search", json={"query": "green river", "mode": mode})
             assert r.status_code == 400, r.text
-            assert "lancedb full-text search is not wired yet" in r.json()["error"]["message"]
+            assert "lancedb store has no lexical part" in r.json()["error"]["message"]
         ok = client.post("/v1/search", json={"query": "green river", "mode": "dense", "k": 3})
         assert ok.status_code == 200 and len(ok.json()["data"][0]["hits"]) == 3
         assert client.get("/info").json()["search"]["modes"] == ["dense"]
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "lance"), "--mode", "hybrid", "green river"]) == 1
-    assert "lancedb full-text search is not wired yet" in capsys.readouterr().err
+    assert "lancedb store has no lexical part" in capsys.readouterr().err

@@ -35,9 +35,9 @@ DATABASE_METRICS = ("cosine", "dot")  # what both databases rank by, with the In
 
 Ids = str | int | Sequence[str | int]
 NO_DATABASE_LEXICAL = (
-    "this {backend} store has no lexical part ({backend} full-text search is not wired yet on it: "
-    "no texts or no full-text index); build it with `biencoder index --backend {backend} --lexical` "
-    "for lexical and hybrid search, or search it in dense mode"
+    "this {backend} store has no lexical part (no full-text index over its texts): build it with "
+    "`biencoder index --backend {backend} --lexical` for lexical and hybrid search, or search it "
+    "in dense mode"
 )
 
 
