@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from biencoder import similarity as sim
 from biencoder.atomic import atomic_dir
 from biencoder.modules import Dense, Normalize, Pooling, Transformer
 from biencoder.modules.errors import ModelFolderError
 from biencoder.modules.transformer import TokenizedTexts
+from biencoder.progress import track
 from biencoder.protocol import TokenBatch, check_texts
 from biencoder.resolve import resolve_model_path
 
@@ -201,7 +201,8 @@ class SentenceEncoder(nn.Module):
         if show_progress is None:
             show_progress = sys.stderr.isatty() and len(starts) > 1
         device = self.device
-        for start in tqdm(starts, desc="Encoding", unit="batch", disable=not show_progress):
+        sizes = lambda start: min(batch_size, n - start)  # noqa: E731
+        for start in track(starts, "Encoding", "text", total=n, show=show_progress, weight=sizes):
             rows = order[start : start + batch_size]
             features = {k: v.to(device) for k, v in self.transformer.collate(tokens, rows).items()}
             if prompt_length is not None:

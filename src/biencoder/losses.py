@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from biencoder.unpad import Buckets, Column, column_size, embed_column
+
 logger = logging.getLogger(__name__)
 
 SIMILARITIES = ("cosine", "dot")
@@ -191,8 +193,9 @@ class MultipleNegativesRankingLoss(nn.Module):
         self.similarity = similarity
         self.gather_across_devices = gather_across_devices
 
-    def embed(self, features: Features) -> Tensor:
-        return self.model(dict(features))["sentence_embedding"]
+    def embed(self, features: Column) -> Tensor:
+        """[n, dim] embeddings of one column: a padded feature dict or length buckets (unpadded)."""
+        return embed_column(self.model, features)
 
     def loss_from_embeddings(self, columns: Sequence[Tensor]) -> Tensor:
         if len(columns) < 2:
@@ -207,10 +210,10 @@ class MultipleNegativesRankingLoss(nn.Module):
             anchors, positives, negative, self.scale, similarity=self.similarity, offset=offset
         )
 
-    def forward(self, features: Sequence[Features]) -> Tensor:
+    def forward(self, features: Sequence[Column]) -> Tensor:
         return self.loss_from_embeddings([self.embed(f) for f in features])
 
-    def forward_backward(self, features: Sequence[Features]) -> Tensor:
+    def forward_backward(self, features: Sequence[Column]) -> Tensor:
         loss = self(features)
         loss.backward()
         return loss.detach()
@@ -274,37 +277,48 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
             raise ValueError(f"mini_batch_size must be positive, got {mini_batch_size}")
         self.mini_batch_size = mini_batch_size
 
-    def _chunks(self, features: Features) -> list[tuple[int, int]]:
-        n = next(iter(features.values())).shape[0]
-        return [(s, min(s + self.mini_batch_size, n)) for s in range(0, n, self.mini_batch_size)]
+    def _parts(self, column: Column) -> list[tuple[Tensor | slice, Features]]:
+        """(rows of the column, their features) per forward pass: the column's length buckets
+        (token-budget micro-batches) or ``mini_batch_size`` consecutive rows of a padded batch."""
+        if isinstance(column, Buckets):
+            return list(zip(column.rows, column.parts, strict=True))
+        n = column_size(column)
+        return [
+            (slice(s, min(s + self.mini_batch_size, n)), _rows(column, s, min(s + self.mini_batch_size, n)))
+            for s in range(0, n, self.mini_batch_size)
+        ]
 
-    def forward_backward(self, features: Sequence[Features]) -> Tensor:
-        device = next(iter(features[0].values())).device
+    def _assemble(self, column: Column, parts: list[Tensor]) -> Tensor:
+        out = torch.cat(parts)
+        return out.index_select(0, column.inverse) if isinstance(column, Buckets) else out
+
+    def forward_backward(self, features: Sequence[Column]) -> Tensor:
+        device = next(iter(self._parts(features[0])[0][1].values())).device
         cached: list[Tensor] = []
         rngs: list[list[_ReplayRng]] = []
-        with torch.no_grad():  # pass 1: embeddings without a graph, remembering each chunk's RNG
+        with torch.no_grad():  # pass 1: embeddings without a graph, remembering each part's RNG
             for column in features:
                 parts, states = [], []
-                for start, end in self._chunks(column):
+                for _, part in self._parts(column):
                     states.append(_ReplayRng(device))
-                    parts.append(self.embed(_rows(column, start, end)))
-                cached.append(torch.cat(parts).detach().requires_grad_())
+                    parts.append(self.embed(part))
+                cached.append(self._assemble(column, parts).detach().requires_grad_())
                 rngs.append(states)
         loss = self.loss_from_embeddings(cached)  # pass 2: loss -> gradients of the embeddings
         loss.backward()
         for column, reps, states in zip(features, cached, rngs, strict=True):  # pass 3: through the model
             assert reps.grad is not None
-            for (start, end), state in zip(self._chunks(column), states, strict=True):
+            for (rows, part), state in zip(self._parts(column), states, strict=True):
                 with state:
-                    emb = self.embed(_rows(column, start, end))
-                emb.backward(reps.grad[start:end])
+                    emb = self.embed(part)
+                emb.backward(reps.grad[rows])
         return loss.detach()
 
-    def forward(self, features: Sequence[Features]) -> Tensor:
+    def forward(self, features: Sequence[Column]) -> Tensor:
         """The loss value (no gradients are kept: use ``forward_backward`` to train)."""
         with torch.no_grad():
             return self.loss_from_embeddings(
-                [torch.cat([self.embed(_rows(c, s, e)) for s, e in self._chunks(c)]) for c in features]
+                [self._assemble(c, [self.embed(p) for _, p in self._parts(c)]) for c in features]
             )
 
     def config_dict(self) -> dict[str, Any]:
@@ -349,12 +363,12 @@ class GISTEmbedLoss(MultipleNegativesRankingLoss):
         self.guide.eval()  # the guide never trains, nor drops out
         return self
 
-    def forward(self, features: Sequence[Features]) -> Tensor:
+    def forward(self, features: Sequence[Column]) -> Tensor:
         if len(features) < 2:
             raise ValueError(f"expected at least 2 columns (anchor, positive), got {len(features)}")
         columns = [self.embed(f) for f in features]
         with torch.no_grad():
-            guide = [self.guide(dict(f))["sentence_embedding"] for f in features]
+            guide = [embed_column(self.guide, f) for f in features]
         return self.loss_from_columns(columns, guide)
 
     def loss_from_columns(self, columns: Sequence[Tensor], guide: Sequence[Tensor]) -> Tensor:

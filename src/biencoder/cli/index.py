@@ -282,15 +282,15 @@ def _prepare_work(work: Path, progress: dict[str, Any], restart: bool) -> None:
 
 def _embed_shards(model: Any, texts: list[str], work: Path, shard_size: int, batch_size: int) -> None:
     import numpy as np
-    from tqdm.auto import tqdm
 
     from biencoder.atomic import atomic_file
+    from biencoder.progress import Progress
 
     starts = list(range(0, len(texts), shard_size))
     todo = [n for n in range(len(starts)) if not (work / f"shard_{n:05d}.npy").is_file()]
     done = len(texts) - sum(len(texts[starts[n] : starts[n] + shard_size]) for n in todo)
-    show = logger.isEnabledFor(logging.INFO)
-    with tqdm(total=len(texts), initial=done, desc="Indexing", unit="text", disable=not show) as bar:
+    show = None if logger.isEnabledFor(logging.INFO) else False
+    with Progress(len(texts), "Indexing", "text", initial=done, show=show) as bar:
         for n in todo:
             chunk = texts[starts[n] : starts[n] + shard_size]
             emb = model.encode(chunk, batch_size=batch_size, normalize=None, show_progress=False)

@@ -206,15 +206,14 @@ def _score(value: float | None) -> str:
 
 
 def _search_file(searcher: _Searcher, qids: list[str], texts: list[str], output: Path) -> None:
-    from tqdm.auto import tqdm
-
     from biencoder.atomic import atomic_file
+    from biencoder.progress import track
 
     step = max(searcher.batch_size * 32, 256)
-    show = logger.isEnabledFor(logging.INFO) and sys.stderr.isatty()
+    show = None if logger.isEnabledFor(logging.INFO) else False
     notes = 0
     with atomic_file(output) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for start in tqdm(range(0, len(texts), step), desc="Searching", unit="chunk", disable=not show):
+        for start in track(range(0, len(texts), step), "Searching", "chunk", show=show):
             batch = texts[start : start + step]
             result = searcher.search(batch)
             for n, text in enumerate(batch):

@@ -86,6 +86,19 @@ def register(sub: Any) -> None:
     p.add_argument("--save-steps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="auto (default): bf16 autocast with fp32 master weights on CUDA, fp32 on CPU",
+    )
+    p.add_argument(
+        "--no-unpad",
+        dest="unpad",
+        action="store_false",
+        default=None,
+        help="pad each column to the batch's longest text, as sentence-transformers does "
+        "(default: length groups padded to their own longest; same loss and gradients, less work)",
+    )
     p.add_argument("--skip-invalid", action="store_true", default=None, help="skip malformed rows (counted)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.set_defaults(func=run)
@@ -117,6 +130,8 @@ _FIELDS = (
     "save_steps",
     "seed",
     "device",
+    "precision",
+    "unpad",
     "skip_invalid",
 )
 

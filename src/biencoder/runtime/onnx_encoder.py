@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from biencoder import similarity as sim
+from biencoder.progress import track
 from biencoder.protocol import TokenBatch, check_texts
 from biencoder.resolve import resolve_model_path
 from biencoder.runtime.pooling import Head, load_head
@@ -207,7 +208,7 @@ class OnnxEncoder:
         batches = list(length_sorted_batches(tokens, rows_per_call, self.settings.run_tokens))
         if show_progress is None:
             show_progress = sys.stderr.isatty() and len(batches) > 1
-        for rows in _progress(batches, show_progress):
+        for rows in track(batches, "Encoding", "text", total=len(tokens.ids), show=show_progress, weight=len):
             out[rows] = self.forward_rows(tokens, rows, normalize)
         return out
 
@@ -272,11 +273,3 @@ def make_session(graph: Path, settings: RuntimeSettings) -> Any:
         return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         raise ModelFolderError(f"{graph}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
-
-
-def _progress(batches: list[NDArray[np.int64]], show: bool) -> Any:
-    if not show:
-        return batches
-    from tqdm.auto import tqdm
-
-    return tqdm(batches, desc="Encoding", unit="batch")

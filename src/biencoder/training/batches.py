@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 from biencoder.data.pairs import PairDataset
 from biencoder.data.sampling import Batch
 from biencoder.modules.transformer import TokenizedTexts, Transformer
+from biencoder.unpad import Column, bucket
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +44,43 @@ def tokenize_datasets(transformer: Transformer, datasets: list[PairDataset]) -> 
 
 
 def collate(
-    transformer: Transformer, datasets: list[TokenizedDataset], batch: Batch, device: torch.device
-) -> list[dict[str, Tensor]]:
-    """One padded feature dict per column for the rows of ``batch``."""
+    transformer: Transformer,
+    datasets: list[TokenizedDataset],
+    batch: Batch,
+    device: torch.device,
+    unpad: bool = False,
+    max_tokens: int | None = None,
+) -> list[Column]:
+    """One input per column for the rows of ``batch``: a feature dict padded to the batch's longest
+    text, or (``unpad``) :class:`~biencoder.unpad.Buckets` of similar lengths, each padded to its own
+    longest and holding at most ``max_tokens`` padded tokens (the cached loss's micro-batches).
+
+    The groups are planned from the cached token counts on the host: no device synchronisation.
+    """
     dataset = datasets[batch.dataset]
-    features = []
+    rows = [int(i) for i in batch.rows]
+    features: list[Column] = []
     for column in dataset.columns:
-        padded = transformer.collate(column, batch.rows)
-        features.append({k: v.to(device, non_blocking=True) for k, v in padded.items()})
+        if unpad:
+            lengths = [len(column.ids[i]) for i in rows]
+            features.append(
+                bucket(_collate_rows(transformer, column, rows), lengths, device, max_tokens=max_tokens)
+            )
+        else:
+            padded = transformer.collate(column, rows)
+            features.append({k: v.to(device, non_blocking=True) for k, v in padded.items()})
     return features
+
+
+def _collate_rows(
+    transformer: Transformer, column: TokenizedTexts, rows: list[int]
+) -> Callable[[Sequence[int]], dict[str, Tensor]]:
+    """Pads the texts at the given positions of ``rows`` (a batch's rows) of ``column``."""
+
+    def pad(positions: Sequence[int]) -> dict[str, Tensor]:
+        return transformer.collate(column, [rows[p] for p in positions])
+
+    return pad
 
 
 def duplicate_texts(datasets: list[TokenizedDataset], batch: Batch) -> int:

@@ -65,6 +65,7 @@ class TrainConfig:
     save_total_limit: int | None = 2
     checkpoint_dir: str | None = None  # default: <output_dir>/checkpoints
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    unpad: bool = True  # each column in length groups padded to their own longest (biencoder.unpad)
     device: str | None = None  # default: cuda when available
 
     def __post_init__(self) -> None:

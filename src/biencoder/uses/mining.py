@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm.auto import tqdm
 
 from biencoder import similarity as sim
 from biencoder.index.exact import check_chunk_size, chunked_top_k, score_function
+from biencoder.progress import track
 from biencoder.protocol import Encoder
 from biencoder.uses._inputs import embed
 
@@ -61,8 +61,8 @@ def paraphrase_mining(
     best_s = np.empty(0, dtype=np.float32)
     best_key = np.empty(0, dtype=np.int64)
     starts = range(0, n, query_chunk_size)
-    show = bool(show_progress) and len(starts) > 1
-    for qs in tqdm(starts, desc="Mining", unit="chunk", disable=not show):
+    show = None if show_progress is None else bool(show_progress) and len(starts) > 1
+    for qs in track(starts, "Mining", "chunk", show=show):
         qe = min(qs + query_chunk_size, n)
         scores, idx = chunked_top_k(
             emb[qs:qe],
