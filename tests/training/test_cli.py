@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +77,42 @@ def test_defaults_are_the_card_recipe(tmp_path: Path) -> None:
     )
     assert (config.warmup_ratio, config.max_grad_norm, config.seed, config.scale) == (0.0, 1.0, 42, 20.0)
     assert (config.max_seq_length, config.logging_steps, config.similarity) == (256, 500, "cosine")
+    assert config.unpad and config.precision == "auto"  # unpadded: the same loss and gradients, less work
+
+
+def test_no_unpad_and_precision_flags(tmp_path: Path) -> None:
+    argv = ["train", "--data", "x.jsonl", "--output", str(tmp_path), "--no-unpad", "--precision", "bf16"]
+    config = build_config(build_parser().parse_args(argv))
+    assert config.unpad is False and config.precision == "bf16"
+
+
+def test_training_progress_lines_in_a_log_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Output to a file: progress comes as log lines (step / total, loss, speed, time left)."""
+    data = write_pairs(tmp_path / "pairs.jsonl", 24)
+    log = tmp_path / "train.log"
+    argv = [sys.executable, "-m", "biencoder", "train", "--base", str(tiny_model_dir), "--data", str(data)]
+    argv += [
+        "--output",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--max-seq-length",
+        "24",
+    ]
+    argv += ["--device", "cpu"]
+    env = {**os.environ, "BIENCODER_PROGRESS_SECONDS": "0", "HF_HUB_OFFLINE": "1"}
+    with log.open("w") as f:
+        subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env, check=True, timeout=300)
+    lines = [line for line in log.read_text().splitlines() if "Training: " in line]
+    pattern = re.compile(
+        r"Training: (\d)/4 steps \(\d+%\), loss \d+\.\d{4}, .*(s/step|steps/s), \d+:\d\d left"
+    )
+    steps = [int(m.group(1)) for m in map(pattern.search, lines) if m]
+    assert steps == [1, 2, 3, 4], lines
+    assert any("(done in" in line for line in lines)
+    assert "\r" not in log.read_text()  # no bar redrawn into the file
 
 
 @pytest.mark.parametrize(

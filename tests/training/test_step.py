@@ -71,7 +71,7 @@ def test_one_step_matches_sentence_transformers(minilm_path: Path, data_dir: Pat
 def test_optimizer_is_bit_identical_to_torch_default_adamw(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Our AdamW (foreach kernels, decay groups) moves the weights exactly as torch's default AdamW."""
     from biencoder.encoder import SentenceEncoder
-    from biencoder.training.loop import make_optimizer
+    from biencoder.training.step import make_optimizer
 
     config = TrainConfig(data=("x",), output_dir=str(tmp_path), weight_decay=0.01, learning_rate=1e-3)
     ours, ref = (SentenceEncoder.load(tiny_model_dir, device="cpu") for _ in range(2))

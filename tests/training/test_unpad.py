@@ -240,17 +240,21 @@ def test_dropout_loss_curve_stays_within_the_padded_seed_spread(
 
 @pytest.mark.slow
 def test_bf16_autocast_on_cpu_stays_near_fp32(minilm_path: Path, data_dir: Path, tmp_path: Path) -> None:
-    """bf16 autocast (fp32 master weights) over 10 steps of MiniLM: every step's loss within 1e-2."""
-    pairs = _real_pairs(data_dir, tmp_path / "pairs.jsonl", 40)
+    """bf16 autocast (fp32 master weights) over 10 steps of MiniLM: every step's loss within 1e-2 of fp32's.
+
+    The transformer runs in bf16 (8 bits of mantissa); the scores and the loss stay float32 (a bf16
+    cosine times the scale of 20 alone would move the loss by ~1e-2). Measured: gaps of 1.2e-3 on
+    average, 3.2e-3 at most."""
+    pairs = _real_pairs(data_dir, tmp_path / "pairs.jsonl", 80)
 
     def curve(precision: str) -> list[float]:
         config = TrainConfig(
             data=(str(pairs),),
             output_dir=str(tmp_path / precision),
             base_model=str(minilm_path),
-            batch_size=4,
+            batch_size=8,
             max_steps=10,
-            max_seq_length=32,
+            max_seq_length=48,
             precision=precision,
             save_steps=1000,
             device="cpu",

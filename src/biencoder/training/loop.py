@@ -1,10 +1,10 @@
 """The training loop: read, tokenise once, then step through the batches sentence-transformers would feed.
 
-Per step: pad the batch from cached token ids, run the loss's forward+backward, average
-gradients across processes, clip to ``max_grad_norm``, AdamW step at the scheduled learning rate.
-Every ``logging_steps`` the mean loss is logged, every ``eval_steps`` the evaluators run, every
-``save_steps`` (and at the end) a checkpoint is written; the output folder gets the model, its
-card and a loss plot.
+Each step (``biencoder.training.step``) collates the batch from cached token ids (unpadded: length
+groups), runs the loss's forward+backward, averages gradients across processes, clips to
+``max_grad_norm`` and steps AdamW at the scheduled learning rate. Every ``logging_steps`` the
+mean loss is logged, every ``eval_steps`` the evaluators run, every ``save_steps`` (and at the
+end) a checkpoint is written; the output folder gets the model, its card and a loss plot.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ from biencoder.data.sampling import Batch, epoch_batches
 from biencoder.data.sources import load_all
 from biencoder.encoder import SentenceEncoder
 from biencoder.evaluation.base import Evaluator
-from biencoder.losses import CachedMultipleNegativesRankingLoss, GISTEmbedLoss, MultipleNegativesRankingLoss
+from biencoder.losses import MultipleNegativesRankingLoss
 from biencoder.modules.attention import use_chunked_attention
 from biencoder.modules.dropout import use_parallel_dropout
 from biencoder.progress import Progress
 from biencoder.training import checkpoint as ckpt
 from biencoder.training import distributed as dist
 from biencoder.training import selection
-from biencoder.training.batches import TokenizedDataset, collate, duplicate_texts, tokenize_datasets
+from biencoder.training.batches import TokenizedDataset, duplicate_texts, tokenize_datasets
 from biencoder.training.config import TrainConfig
 from biencoder.training.output import write_output
+from biencoder.training.step import Step, make_loss, make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -57,81 +58,12 @@ class TrainResult:
         return self.pairs_seen / self.seconds if self.seconds > 0 else 0.0
 
 
-def lr_factor(step: int, total: int, warmup: int, kind: str = "linear") -> float:
-    """The multiplier of the base learning rate at 0-based ``step`` (transformers' schedules)."""
-    if step < warmup:
-        return float(step) / float(max(1, warmup))
-    if kind == "constant":
-        return 1.0
-    return max(0.0, float(total - step) / float(max(1, total - warmup)))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW; as transformers does, biases and LayerNorm weights get no weight decay."""
-    no_decay: set[str] = set()
-    for name, module in model.named_modules():
-        for pname, _ in module.named_parameters(recurse=False):
-            if isinstance(module, torch.nn.LayerNorm) or pname == "bias":
-                no_decay.add(f"{name}.{pname}" if name else pname)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if n not in no_decay], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
-    ]
-    # CPU, foreach: the multi-tensor kernels give bit-identical weights to torch's default (for-loop)
-    # AdamW, which on CPU it does not pick itself, and step MiniLM's 22M parameters ~15x faster there.
-    # CUDA, fused: one kernel for the whole update, on the device, with no host synchronisation.
-    on_cuda = any(p.device.type == "cuda" for _, p in named)
-    return torch.optim.AdamW(
-        groups,
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        eps=config.adam_epsilon,
-        **({"fused": True} if on_cuda else {"foreach": True}),
-    )
-
-
-def make_loss(config: TrainConfig, encoder: SentenceEncoder, gather: bool) -> MultipleNegativesRankingLoss:
-    if config.loss == "gist":
-        return GISTEmbedLoss(
-            encoder,
-            load_guide(config, encoder),
-            config.gist_temperature,
-            config.gist_margin_strategy,
-            config.gist_margin,
-            gather_across_devices=gather,
-            guide_name=config.guide_model,
-        )
-    if config.loss == "cached_mnrl":
-        return CachedMultipleNegativesRankingLoss(
-            encoder, config.scale, config.similarity, gather, mini_batch_size=config.mini_batch_size
-        )
-    return MultipleNegativesRankingLoss(encoder, config.scale, config.similarity, gather)
-
-
-def load_guide(config: TrainConfig, encoder: SentenceEncoder) -> SentenceEncoder:
-    """The frozen guide for GISTEmbedLoss; it embeds the model's own tokens, so it must share them."""
-    if config.guide_model is None:
-        raise ValueError("loss 'gist' needs a guide model (--guide)")
-    guide = SentenceEncoder.load(config.guide_model, device=str(encoder.device))
-    if guide.transformer.tokenizer.get_vocab() != encoder.transformer.tokenizer.get_vocab():
-        raise ValueError(
-            f"the guide {config.guide_model} has another tokenizer vocabulary than the model; "
-            "GISTEmbedLoss here needs a guide of the same tokenizer"
-        )
-    if guide.max_seq_length < encoder.max_seq_length:
-        raise ValueError(
-            f"the guide's max_seq_length {guide.max_seq_length} is below the model's {encoder.max_seq_length}"
-        )
-    return guide
 
 
 class Plan:
@@ -269,14 +201,6 @@ def _latest(config: TrainConfig) -> Path | None:
     return found[-1] if found else None
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda" and config.precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if config.precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _progress(plan: Plan, state: ckpt.TrainState, show: bool | None, world: dist.DistInfo) -> Progress:
     """A bar in a terminal, else a log line every 30 s (step, loss, s/step, time left); main process only."""
     if not world.is_main:
@@ -298,11 +222,7 @@ def _run(
     on_step: Callable[[int, float], None] | None = None,
     keep: selection.KeepBest | None = None,
 ) -> None:
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    warmup = config.warmup_steps or math.ceil(config.warmup_ratio * plan.total)
-    device = encoder.device
-    # the cached loss's micro-batches: as many padded tokens as mini_batch_size rows of full length
-    token_budget = config.mini_batch_size * config.max_seq_length if config.loss == "cached_mnrl" else None
+    step_fn = Step(config, encoder, optimizer, loss_fn, world, plan.total)
     started = time.perf_counter()
     seconds_before = state.seconds
     encoder.train()
@@ -319,17 +239,7 @@ def _run(
                     step + 1,
                     duplicates,
                 )
-            features = collate(encoder.transformer, data, batch, device, config.unpad, token_budget)
-            factor = lr_factor(step, plan.total, warmup, config.lr_scheduler)
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * factor
-            with _autocast(config, device):
-                loss = float(loss_fn.forward_backward(features).item())
-            dist.average_gradients(params, world.world_size)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss = dist.mean_across(loss) if world.enabled else loss
+            loss = step_fn(data, batch, step)
             state.step = step + 1
             state.step_losses.append(loss)
             state.interval_loss += loss
