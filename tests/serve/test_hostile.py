@@ -404,6 +404,54 @@ CASES: list[Hostile] = [
         js({"inputs": "a", "add_special_tokens": "no"}),
         says="add_special_tokens",
     ),
+    # -- TEI's root route (POST /, /invocations), /decode, /embed_all, unknown options --
+    Hostile(
+        "root-unknown-option", "/", js({"inputs": "a", "pooling": "cls"}), says="unknown option `pooling`"
+    ),
+    Hostile(
+        "root-similarity-unknown-option",
+        "/",
+        js({"inputs": {"source_sentence": "a", "sentences": ["b"]}, "parameters": {"top_k": 3}}),
+        says="unknown option `parameters.top_k`",
+    ),
+    Hostile("root-inputs-empty-list", "/", js({"inputs": []}), says="must not be empty"),
+    Hostile("root-inputs-number", "/invocations", js({"inputs": 5}), says="inputs"),
+    Hostile("root-body-is-list", "/", b'["hello"]', says="JSON object"),
+    Hostile("root-malformed-json", "/invocations", b'{"inputs": ', status=(400,), says="not valid JSON"),
+    Hostile(
+        "root-similarity-sentences-empty",
+        "/",
+        js({"inputs": {"source_sentence": "a", "sentences": []}}),
+        says="sentences",
+    ),
+    Hostile(
+        "root-truncate-twice",
+        "/",
+        js(
+            {
+                "inputs": {"source_sentence": "a", "sentences": ["b"]},
+                "truncate": True,
+                "parameters": {"truncate": True},
+            }
+        ),
+        says="given twice",
+    ),
+    Hostile(
+        "root-encoding-base64", "/", js({"inputs": "a", "encoding_format": "base64"}), says="encoding_format"
+    ),
+    Hostile(
+        "embed-truncation-direction-unknown",
+        "/embed",
+        js({"inputs": "a", "truncation_direction": "middle"}),
+        says="truncation_direction",
+    ),
+    Hostile("embed-unknown-option", "/embed", js({"inputs": "a", "normalise": False}), says="`normalise`"),
+    Hostile("decode-empty", "/decode", js({"ids": []}), says="must not be empty"),
+    Hostile("decode-row-empty", "/decode", js({"ids": [[1], []]}), says="must not be empty"),
+    Hostile("decode-out-of-vocabulary", "/decode", js({"ids": [[1], [10**9]]}), says="`ids[1]` holds the id"),
+    Hostile("decode-ids-strings", "/decode", js({"ids": ["the"]}), says="ids"),
+    Hostile("embed-all-not-offered", "/embed_all", js({"inputs": "a"}), status=(424,), says="not offered"),
+    Hostile("get-on-root-post-alias", "/invocations", method="GET", status=(405,), says="not allowed"),
     # -- search without an index --
     Hostile(
         "search-no-index", "/v1/search", js({"query": "a"}), status=(404,), code="no_index", says="index"
@@ -751,9 +799,10 @@ def test_api_key(guarded_servers: tuple[ServerProcess, ServerProcess], which: st
         assert wrong.status_code == 401, (headers, wrong.text)
         assert wrong.json()["error"]["type"] == "authentication_error"
 
-    tei = httpx.post(url + "/embed", json={"inputs": "hello"}, timeout=30)
-    assert tei.status_code == 401, tei.text
-    assert set(tei.json()) == {"error", "error_type"} and tei.json()["error_type"] == "Unauthorized"
+    for path in ("/embed", "/", "/invocations"):
+        tei = httpx.post(url + path, json={"inputs": "hello"}, timeout=30)
+        assert tei.status_code == 401, (path, tei.text)
+        assert set(tei.json()) == {"error", "error_type"} and tei.json()["error_type"] == "Unauthorized"
     for path in ("/v1/models", "/info"):
         assert httpx.get(url + path, timeout=30).status_code == 401, path
 
@@ -766,8 +815,9 @@ def test_api_key(guarded_servers: tuple[ServerProcess, ServerProcess], which: st
     assert lower.status_code == 200, lower.text
     assert httpx.get(url + "/info", headers=_auth(key), timeout=30).status_code == 200
 
-    # Probes and scrapers need no key.
-    assert httpx.get(url + "/health", timeout=30).status_code == 200
+    # Probes and scrapers need no key (TEI's health answers, GET / and /ping, neither).
+    for path in ("/health", "/", "/ping"):
+        assert httpx.get(url + path, timeout=30).status_code == 200, path
     metrics = httpx.get(url + "/metrics", timeout=30)
     assert metrics.status_code == 200 and "biencoder_requests_total" in metrics.text
     assert 'status="401"' in metrics.text

@@ -28,7 +28,7 @@ from biencoder.serve.config import ServeConfig
 from biencoder.serve.engine import ClientDisconnected, Embedder
 from biencoder.serve.errors import APIError, describe_validation, error_response
 from biencoder.serve.gate import Gate, ServerState
-from biencoder.serve.http import RouteTable, Service, json_response, respond_to_error
+from biencoder.serve.http import RouteTable, Service, errors_doc, json_response, respond_to_error
 from biencoder.serve.metrics import Metrics
 from biencoder.serve.model import ServedModel
 from biencoder.serve.openapi import install_openapi
@@ -100,6 +100,24 @@ def create_app(served: ServedModel, config: ServeConfig, index: Any = None) -> F
 
     app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
     table.direct[("HEAD", "/health")] = health
+
+    async def tei_health(request: Request) -> Response:
+        problem = await _health_problem(state, batcher, embedder, config.health_timeout)
+        if problem is None:
+            return Response(status_code=200)
+        return error_response(request.url.path, 503, problem)
+
+    for path in ("/", "/ping"):  # TEI's health answers: Inference Endpoints' and SageMaker's
+        table.add(
+            path,
+            tei_health,
+            "GET",
+            include_in_schema=path == "/",
+            response_class=Response,
+            summary="TEI's health check: 200 with an empty body, else 503 saying why",
+            responses={200: {"description": "healthy (empty body)", "content": {}}}
+            | errors_doc(s.TEIError, 503),
+        )
 
     async def prometheus(_: Request) -> Response:
         metrics.queue_depth.set(batcher.queued_texts)

@@ -40,7 +40,8 @@ class ServeConfig:
         default=(), metadata={"help": "names clients may send as `model` (default: the model's name)"}
     )
     api_key: str | None = field(
-        default=None, metadata={"help": "require `Authorization: Bearer KEY` (not on /health, /metrics)"}
+        default=None,
+        metadata={"help": "require `Authorization: Bearer KEY` (not on /health, /metrics, GET /, GET /ping)"},
     )
     max_batch_tokens: int = field(
         default=16384, metadata={"help": "padded tokens one model batch holds at most"}

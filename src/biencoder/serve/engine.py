@@ -18,12 +18,13 @@ import anyio
 import numpy as np
 from numpy.typing import NDArray
 
-from biencoder.protocol import TokenBatch
+from biencoder.protocol import TokenBatch, Tokens
 from biencoder.serve.batcher import Batcher, BatcherClosed
 from biencoder.serve.config import ServeConfig
 from biencoder.serve.errors import APIError
 from biencoder.serve.metrics import Metrics
 from biencoder.serve.model import ServedModel
+from biencoder.serve.schemas import TruncationDirection
 from biencoder.similarity import normalize as l2_normalize
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Embedder:
         self.config = config
         self.metrics = metrics
         self._untruncated: Any = None
+        self._left_truncating: Any = None
 
     @property
     def dimension(self) -> int:
@@ -145,15 +147,16 @@ class Embedder:
         normalize: bool,
         dimensions: int | None = None,
         truncate: bool = True,
+        direction: TruncationDirection = TruncationDirection.RIGHT,
         param: str = "input",
     ) -> Embedded:
         """Embed ``texts`` (already checked) through the batcher; rows cut and normalised as asked."""
         started = time.perf_counter()
         characters = sum(len(t) for t in texts)
         if characters > _THREAD_TOKENIZE_CHARS:
-            tokens = await anyio.to_thread.run_sync(self.encoder.tokenize_texts, texts)
+            tokens = await anyio.to_thread.run_sync(self._tokenize, texts, direction)
         else:
-            tokens = self.encoder.tokenize_texts(texts)
+            tokens = self._tokenize(texts, direction)
         tokenized = time.perf_counter()
         truncated = np.asarray(tokens.truncated, dtype=bool)
         if not truncate and truncated.any():
@@ -185,6 +188,26 @@ class Embedder:
             inference_seconds=job.inference_seconds,
             started=started,
         )
+
+    def _tokenize(self, texts: list[str], direction: TruncationDirection) -> TokenBatch:
+        """The encoder's own tokens; with ``direction`` left, long rows keep their end instead."""
+        tokens = self.encoder.tokenize_texts(texts)
+        cut = np.flatnonzero(np.asarray(tokens.truncated, dtype=bool))
+        if direction is TruncationDirection.RIGHT or not len(cut):
+            return tokens
+        if self._left_truncating is None:
+            from tokenizers import Tokenizer
+
+            left = Tokenizer.from_str(self.encoder.backend_tokenizer.to_str())
+            left.enable_truncation(max_length=self.encoder.max_seq_length, direction="left")
+            self._left_truncating = left
+        long_texts = [texts[i] for i in cut]
+        if _lowercases(self.encoder):  # as the runtime does before its tokenizer
+            long_texts = [t.lower() for t in long_texts]
+        ids, type_ids = list(tokens.ids), list(tokens.type_ids)
+        for i, enc in zip(cut, self._left_truncating.encode_batch(long_texts), strict=True):
+            ids[i], type_ids[i] = enc.ids, enc.type_ids
+        return Tokens(ids, type_ids, np.asarray(tokens.truncated, dtype=bool))
 
     async def _wait(self, job: Any, receive: Receive | None) -> NDArray[np.float32]:
         """The job's rows; if the client disconnects first, the job is dropped from the queue."""
@@ -226,6 +249,19 @@ class Embedder:
 
     # -- tokens ----------------------------------------------------------------------------------
 
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool, batch: bool) -> list[str]:
+        """TEI /decode: each row of token ids back to text; 422 for an id outside the vocabulary."""
+        tokenizer = self.encoder.backend_tokenizer
+        size = tokenizer.get_vocab_size(with_added_tokens=True)
+        for i, row in enumerate(ids):
+            bad = next((t for t in row if not 0 <= t < size), None)
+            if bad is not None:
+                where = f"ids[{i}]" if batch else "ids"
+                raise APIError(
+                    422, f"`{where}` holds the id {bad}, outside the vocabulary (0..{size - 1})", param="ids"
+                )
+        return list(tokenizer.decode_batch(ids, skip_special_tokens=skip_special_tokens))
+
     def token_details(self, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
         """TEI /tokenize: each text's tokens with id, text, special flag and character offsets."""
         tokenizer = self.encoder.backend_tokenizer
@@ -249,6 +285,16 @@ class Embedder:
                 )
             out.append(items)
         return out
+
+
+def _lowercases(encoder: Any) -> bool:
+    """Whether the runtime lower-cases texts before its tokenizer (``do_lower_case`` of the model's
+    ``sentence_bert_config.json``): the ONNX runtime keeps it on its tokenizer, torch on its
+    Transformer module."""
+    return any(
+        getattr(getattr(encoder, holder, None), "do_lower_case", False) is True
+        for holder in ("tokenizer", "transformer")
+    )
 
 
 def _count_tokens(tokens: TokenBatch) -> int:

@@ -22,6 +22,7 @@ _KINDS = {
     413: ("invalid_request_error", "Validation"),
     415: ("invalid_request_error", "Validation"),
     422: ("invalid_request_error", "Validation"),
+    424: ("invalid_request_error", "Backend"),  # TEI: a route the served model cannot answer
     429: ("rate_limit_error", "Overloaded"),
     500: ("server_error", "Backend"),
     503: ("server_error", "Unhealthy"),

@@ -29,6 +29,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+OPEN_ROUTES = frozenset({("GET", "/"), ("GET", "/ping")})  # TEI's health answers (POST / is guarded)
 DOC_PATHS = frozenset({"/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
 
 
@@ -90,7 +91,7 @@ class Gate:
             await send(message)
 
         try:
-            if path in OPEN_PATHS:
+            if path in OPEN_PATHS or (scope["method"], path) in OPEN_ROUTES:
                 await self._dispatch(scope, receive, send_tracked)
             else:
                 await self._guarded(scope, receive, send_tracked, path)

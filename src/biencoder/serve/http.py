@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import orjson
 from fastapi import FastAPI
@@ -37,6 +37,11 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 async def parse(request: Request, model: type[M]) -> M:
     """The body as ``model``: 400 for bytes that are not UTF-8 JSON, 422 for the wrong shape."""
+    return validate(await read_object(request), model)
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object: 400 for bytes that are not UTF-8 JSON, 422 for another value."""
     raw = await request.body()
     try:
         data = orjson.loads(raw)
@@ -50,11 +55,50 @@ async def parse(request: Request, model: type[M]) -> M:
         raise APIError(400, f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise APIError(422, f"the request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def validate(data: dict[str, Any], model: type[M]) -> M:
+    """``data`` as ``model``; 422 naming the bad field, or the unknown ones and the known ones."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        message, param = describe_validation(exc.errors(include_url=False))  # type: ignore[arg-type]
+        errors = exc.errors(include_url=False)
+        unknown = [e["loc"] for e in errors if e["type"] == "extra_forbidden"]
+        if unknown:
+            raise _unknown_options(model, unknown) from None
+        message, param = describe_validation(errors)  # type: ignore[arg-type]
         raise APIError(422, message, param=param) from None
+
+
+def _unknown_options(model: type[BaseModel], locs: list[tuple[int | str, ...]]) -> APIError:
+    """422 for options ``model`` does not take, naming each and the ones it does take."""
+    names = ", ".join(f"`{'.'.join(map(str, loc))}`" for loc in locs)
+    where, owner = _owner(model, locs[0][:-1])
+    known = ", ".join(owner.model_fields)
+    plural = "s" if len(locs) > 1 else ""
+    return APIError(
+        422,
+        f"unknown option{plural} {names}; {where} takes: {known}",
+        param=str(locs[0][0]),
+        code="unknown_option",
+    )
+
+
+def _owner(model: type[BaseModel], path: tuple[int | str, ...]) -> tuple[str, type[BaseModel]]:
+    """The nested model at ``path`` of ``model`` (``inputs`` of a similarity request) and its name."""
+    owner = model
+    for part in path:
+        field = owner.model_fields.get(str(part))
+        nested = [a for a in (field.annotation, *get_args(field.annotation)) if _is_model(a)] if field else []
+        if not nested:
+            break
+        owner = nested[0]
+    return ("`" + ".".join(map(str, path)) + "`" if path else "the body"), owner
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
 
 
 def respond_to_error(request: Request, exc: Exception) -> Response:

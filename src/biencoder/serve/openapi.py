@@ -17,12 +17,15 @@ _REF = "#/components/schemas/{model}"
 _REQUEST_MODELS: list[type[BaseModel]] = []
 
 
-def body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` for a route whose JSON body is ``model``."""
-    if model not in _REQUEST_MODELS:
-        _REQUEST_MODELS.append(model)
-    ref = {"$ref": _REF.format(model=model.__name__)}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+def body(*models: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose JSON body is one of ``models``."""
+    refs = []
+    for model in models:
+        if model not in _REQUEST_MODELS:
+            _REQUEST_MODELS.append(model)
+        refs.append({"$ref": _REF.format(model=model.__name__)})
+    schema = refs[0] if len(refs) == 1 else {"anyOf": refs}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -2,11 +2,13 @@
 
 Requests are strict: a number is not a string, a nested object is not a list. The OpenAI route
 also accepts token-id inputs in its schema, only to refuse them with a message that says why
-(what LangChain's OpenAIEmbeddings sends by default).
+(what LangChain's OpenAIEmbeddings sends by default). TEI's bodies also refuse options they do
+not know (OpenAI's ignore them, as OpenAI does: its clients send extra fields).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -141,31 +143,85 @@ class SearchResponse(BaseModel):
 # -- TEI ---------------------------------------------------------------------------------------
 
 
-class EmbedRequest(_Request):
+class _TEIRequest(BaseModel):
+    """TEI's bodies refuse what they do not know: a misspelt option is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TruncationDirection(StrEnum):
+    """Which end of a long input is cut (TEI's spellings, either case)."""
+
+    RIGHT = "right"
+    LEFT = "left"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TruncationDirection | None:
+        if isinstance(value, str) and value in ("Right", "Left"):
+            return cls(value.lower())
+        return None
+
+
+_TRUNCATE = Field(default=None, description="cut long inputs (default: the server's --auto-truncate)")
+_DIRECTION = Field(
+    default=TruncationDirection.RIGHT,
+    description="right keeps the start of a long input, left keeps its end (special tokens stay)",
+)
+_PROMPT = Field(default=None, description="a prompt of the model's config, prepended to each input")
+
+
+class EmbedRequest(_TEIRequest):
     inputs: StrictStr | list[StrictStr]
-    truncate: StrictBool | None = Field(
-        default=None, description="cut long inputs (default: the server's --auto-truncate)"
-    )
+    truncate: StrictBool | None = _TRUNCATE
+    truncation_direction: TruncationDirection = _DIRECTION
     normalize: StrictBool = True
-    dimensions: StrictInt | None = None
-    prompt_name: StrictStr | None = Field(default=None, description="a prompt of the model's config")
+    dimensions: StrictInt | None = Field(
+        default=None, description="keep the first N dimensions, then L2-normalise if `normalize`"
+    )
+    prompt_name: StrictStr | None = _PROMPT
+    encoding_format: Literal["float", "base64"] | None = Field(
+        default=None,
+        description="what huggingface_hub's InferenceClient may send: `float` is the answer anyway; "
+        "`base64` is refused (offered on /v1/embeddings)",
+    )
 
 
-class SimilarityInputs(_Request):
+class EmbedAllRequest(_TEIRequest):
+    inputs: StrictStr | list[StrictStr]
+    truncate: StrictBool | None = _TRUNCATE
+    truncation_direction: TruncationDirection = _DIRECTION
+    prompt_name: StrictStr | None = _PROMPT
+
+
+class SimilarityInputs(_TEIRequest):
     source_sentence: StrictStr
     sentences: list[StrictStr]
 
 
-class SimilarityRequest(_Request):
+class SimilarityParameters(_TEIRequest):
+    truncate: StrictBool | None = _TRUNCATE
+    truncation_direction: TruncationDirection = _DIRECTION
+    prompt_name: StrictStr | None = _PROMPT
+
+
+class SimilarityRequest(_TEIRequest):
     inputs: SimilarityInputs
-    truncate: StrictBool | None = None
-    prompt_name: StrictStr | None = None
+    parameters: SimilarityParameters | None = Field(
+        default=None, description="TEI's place for the options (what huggingface_hub sends)"
+    )
+    truncate: StrictBool | None = Field(default=None, description="as `parameters.truncate`")
+    prompt_name: StrictStr | None = Field(default=None, description="as `parameters.prompt_name`")
 
 
-class TokenizeRequest(_Request):
+class TokenizeRequest(_TEIRequest):
     inputs: StrictStr | list[StrictStr]
     add_special_tokens: StrictBool = True
     prompt_name: StrictStr | None = None
+
+
+class DecodeRequest(_TEIRequest):
+    ids: TokenIds | list[TokenIds] = Field(description="the token ids of one text, or of several")
+    skip_special_tokens: StrictBool = True
 
 
 class SimpleToken(BaseModel):
