@@ -189,8 +189,8 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     assert "| scifact-hybrid | ndcg@10 |" in text and "| scifact-bm25 | ndcg@10 |" in text
     assert f"alpha {fusion['scifact']['alpha']:g} (dense weight)" in text
     # The hybrid row is the saved model's hybrid search at the recorded alpha.
-    from biencoder.cli.main_job import fusion_settings
     from biencoder.loading import load_encoder
+    from biencoder.main_job.hybrid import fusion_settings
 
     scifact_task = build(["scifact"], data_dir, Options(limit=4))[0]
     hybrid_now = scifact_task.evaluate_modes(  # type: ignore[attr-defined]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from biencoder.cli._main_report import _fusion_lines, _with_bm25_everywhere
-from biencoder.cli.main_job import _HybridEvaluator, _merge_hybrid, fusion_settings
 from biencoder.evaluation.hybrid import FusionSettings
 from biencoder.evaluation.report import _difference_bars, plot_differences
+from biencoder.main_job.hybrid import HybridEvaluator, fusion_settings, merge_hybrid
+from biencoder.main_job.report import _fusion_lines, _with_bm25_everywhere
 
 RESULTS = {
     "base": {
@@ -63,8 +63,8 @@ class _Fake:
 
 
 def test_hybrid_rows_follow_their_task_and_dense_is_returned() -> None:
-    wrapped = _HybridEvaluator(_Fake(), FusionSettings(), lexical=True)
+    wrapped = HybridEvaluator(_Fake(), FusionSettings(), lexical=True)
     assert wrapped(object()) == {"ndcg@10": 0.5}
-    merged = _merge_hybrid({"scifact": {"ndcg@10": 0.5}, "stsb": {"spearman": 0.8}}, [wrapped])
+    merged = merge_hybrid({"scifact": {"ndcg@10": 0.5}, "stsb": {"spearman": 0.8}}, [wrapped])
     assert list(merged) == ["scifact", "scifact-bm25", "scifact-hybrid", "stsb"]
-    assert _HybridEvaluator(_Fake(), FusionSettings(), lexical=False).modes == ("dense", "hybrid")
+    assert HybridEvaluator(_Fake(), FusionSettings(), lexical=False).modes == ("dense", "hybrid")

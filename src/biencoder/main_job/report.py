@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from biencoder.atomic import atomic_file
+from biencoder.evaluation.paired import compare
+from biencoder.evaluation.report import markdown_table, plot_differences, write_json
+from biencoder.evaluation.tasks import TASKS
+from biencoder.main_job.settings import ARMS, TASK_NAMES, MainJobSettings
+from biencoder.resolve import BASE_MODEL
 
 # What sentence-transformers' trainer reaches with the card's recipe here (issue 4).
 REFERENCE = {("card recipe", "scifact", "ndcg@10"): 0.7000, ("card recipe", "stsb", "spearman"): 0.8151}
@@ -21,20 +27,19 @@ TARGETS: dict[tuple[str, str, str], float | str] = {
 TIME_TARGET_MINUTES = 40.0  # the whole job, both arms
 
 
-def command(args: argparse.Namespace) -> str:
+def command(settings: MainJobSettings) -> str:
     """The command line that reproduces this run."""
-    from biencoder.resolve import BASE_MODEL
-
-    parts = ["--data", str(args.data), "--output", str(args.output)]
-    if str(args.model) != BASE_MODEL:
-        parts += ["--model", str(args.model)]
+    s = settings
+    parts = ["--data", str(s.data), "--output", str(s.output)]
+    if str(s.model) != BASE_MODEL:
+        parts += ["--model", str(s.model)]
     for flag, value in (
-        ("--arms", args.arms if args.arms != "card,improved" else None),
-        ("--seed", args.seed if args.seed != 42 else None),
-        ("--eval-backend", args.eval_backend if args.eval_backend != "onnx" else None),
-        ("--max-steps", args.max_steps if args.max_steps > 0 else None),
-        ("--limit", args.limit),
-        ("--max-seq-length", args.max_seq_length),
+        ("--arms", ",".join(s.arms) if s.arms != ARMS else None),
+        ("--seed", s.seed if s.seed != 42 else None),
+        ("--eval-backend", s.eval_backend if s.eval_backend != "onnx" else None),
+        ("--max-steps", s.max_steps if s.max_steps > 0 else None),
+        ("--limit", s.limit),
+        ("--max-seq-length", s.max_seq_length),
     ):
         if value is not None:
             parts += [flag, str(value)]
@@ -113,13 +118,13 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _arm_lines(arms: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
+def _arm_lines(arms: Mapping[str, Any], settings: MainJobSettings) -> list[str]:
     lines = []
     if "card recipe" in arms:
         train = arms["card recipe"]["train"]
         lines.append(
             f"- card recipe: `{train.output_dir}`, SciFact train pairs with the model card's recipe "
-            f"(MultipleNegativesRankingLoss, batch 64, 3 epochs, lr 5e-5, seed {args.seed}), "
+            f"(MultipleNegativesRankingLoss, batch 64, 3 epochs, lr 5e-5, seed {settings.seed}), "
             f"{train.global_step} steps, {train.seconds / 60:.1f} min of training with its final evaluation"
         )
     if "improved recipe" in arms:
@@ -172,24 +177,22 @@ def _markdown(
     target_rows: list[dict[str, Any]],
     arms: Mapping[str, Any],
     paired: dict[str, Any] | None,
-    args: argparse.Namespace,
+    settings: MainJobSettings,
     seconds: Mapping[str, float],
-    quick: bool,
     fusion: Mapping[str, Mapping[str, Any]],
 ) -> str:
-    from biencoder.evaluation.report import markdown_table
-
+    backend = settings.eval_backend
     lines = [
         "# Fine-tuning all-MiniLM-L6-v2 on SciFact: base, the card's recipe, an improved recipe",
         "",
-        f"- base model: `{args.model}`",
-        *_arm_lines(arms, args),
+        f"- base model: `{settings.model}`",
+        *_arm_lines(arms, settings),
         "- evaluation: SciFact test (BEIR), TREC DL19 passages on the mini corpus (relevant = grade >= 2; "
-        f"nDCG graded), STS Benchmark test; every model through the {args.eval_backend} runtime"
-        + (" (fp32 graphs, embeddings equal to torch's to 1e-5)" if args.eval_backend == "onnx" else ""),
-        f"- reproduce: `{command(args)}`",
+        f"nDCG graded), STS Benchmark test; every model through the {backend} runtime"
+        + (" (fp32 graphs, embeddings equal to torch's to 1e-5)" if backend == "onnx" else ""),
+        f"- reproduce: `{command(settings)}`",
     ]
-    if quick:
+    if settings.quick:
         lines.append("- **quick run** (--limit / --max-steps): not comparable with published numbers")
     lines += [
         "",
@@ -210,52 +213,45 @@ def _markdown(
     return "\n".join(lines)
 
 
-def write_main_report(
-    output: Path,
+def write_report(
+    settings: MainJobSettings,
     base: dict[str, dict[str, float]],
     arms: Mapping[str, Any],
     per_query: Mapping[str, Mapping[str, float]],
-    args: argparse.Namespace,
     seconds: Mapping[str, float],
     fusion: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
-    """report.md, report.json and report.png in ``output``, each written atomically.
+    """report.md, report.json and report.png in ``settings.output``, each written atomically.
 
     ``fusion``: each hybrid task's fusion settings and the source of its alpha; ``base`` then holds
     ``<task>-bm25`` and ``<task>-hybrid`` results, and each arm ``<task>-hybrid``.
     """
-    from biencoder.atomic import atomic_file
-    from biencoder.cli.main_job import TASK_NAMES
-    from biencoder.evaluation.paired import compare
-    from biencoder.evaluation.report import plot_differences, write_json
-    from biencoder.evaluation.tasks import TASKS
-
+    output = settings.output
     results = {"base": base, **{name: arm["results"] for name, arm in arms.items()}}
     fusion = dict(fusion or {})
     shown = {t: list(TASKS[t].shown) for t in TASK_NAMES}
     for task in fusion:
         shown.update({f"{task}-bm25": shown[task], f"{task}-hybrid": shown[task]})
-    quick = args.limit is not None or args.max_steps > 0
     paired = None
     if {"card recipe", "improved recipe"} <= set(per_query) and all(per_query.values()):
         paired = compare(per_query["card recipe"], per_query["improved recipe"]).to_dict()
     target_rows = targets(results, seconds, both_arms=len(arms) == 2)
     md = output / "report.md"
     with atomic_file(md) as tmp:
-        text = _markdown(results, shown, target_rows, arms, paired, args, seconds, quick, fusion)
+        text = _markdown(results, shown, target_rows, arms, paired, settings, seconds, fusion)
         tmp.write_text(text, encoding="utf-8")
     payload = {
-        "base_model": str(args.model),
+        "base_model": str(settings.model),
         "models": {name: _describe(name, arm) for name, arm in arms.items()},
         "results": results,
         "fusion": fusion,
         "targets": target_rows,
         "paired_scifact_ndcg@10": paired,
         "per_query_scifact_ndcg@10": {k: dict(v) for k, v in per_query.items()},
-        "quick_run": quick,
-        "seed": args.seed,
+        "quick_run": settings.quick,
+        "seed": settings.seed,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "command": command(args),
+        "command": command(settings),
     }
     js = write_json(output / "report.json", payload)
     png = plot_differences(

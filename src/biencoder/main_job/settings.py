@@ -1,0 +1,74 @@
+"""What the main job runs on (its tasks, the data it needs, how the hybrid alpha is chosen) and
+``MainJobSettings``, the choices of one run (the defaults are ``biencoder main``'s)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from biencoder.loading import Backend
+from biencoder.resolve import BASE_MODEL
+
+TASK_NAMES = ("scifact", "trec-dl19", "stsb")
+HYBRID_TASKS = ("scifact", "trec-dl19")  # retrieval tasks that also get BM25 and hybrid rows
+FUSION_CV: dict[str, Any] = {"grid": "0,0.1,...,1", "folds": 5, "seed": 42, "normalization": "minmax"}
+ARMS = ("card", "improved")
+MISSING_DATA = (
+    "data folder {data} not found. The main job fine-tunes on SciFact's train split and evaluates on "
+    "SciFact test, TREC DL19 (mini) and STS Benchmark test, read from scifact/, trec-dl19-mini/ and "
+    "stsb/ in that folder (the layout of ../shared/data; see its README.md). Put the data there, "
+    "or pass its location with --data DIR."
+)
+NEEDED_FILES = (
+    "scifact/corpus.jsonl",
+    "scifact/queries.jsonl",
+    "scifact/qrels/train.tsv",
+    "scifact/qrels/test.tsv",
+    "trec-dl19-mini/corpus.jsonl",
+    "trec-dl19-mini/qrels/test.tsv",
+    "stsb/sts-test.csv",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MainJobSettings:
+    """One run of the main job."""
+
+    data: Path = Path("../shared/data")  # the layout of ../shared/data (see its README.md)
+    output: Path = Path("runs/main")  # the models, the report and the base model's cached results
+    model: str = BASE_MODEL  # the base model: a name or a folder
+    max_steps: int = -1  # stop training after n steps (quick checks); -1: the recipe's 3 epochs
+    limit: int | None = None  # evaluate on n queries/pairs per task only (quick checks)
+    max_seq_length: int | None = None  # training max_seq_length; None: the recipe's 256
+    arms: tuple[str, ...] = ARMS  # the recipes to run: card (the model card's), improved
+    seed: int = 42  # training seed of both arms
+    eval_backend: str = Backend.ONNX.value  # runtime of every evaluation: onnx or torch
+    batch_size: int = 32  # evaluation batch size
+    use_cache: bool = True  # False: re-evaluate the base model even when cached
+    device: str | None = None  # cpu, cuda ... (None: cuda if available)
+
+    def __post_init__(self) -> None:
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be positive (or -1 for the recipe's epochs), got {self.max_steps}"
+            )
+        if not self.arms or any(a not in ARMS for a in self.arms):
+            raise ValueError(f"arms takes a non-empty subset of {', '.join(ARMS)}, got {self.arms!r}")
+        backends = [b.value for b in Backend]
+        if self.eval_backend not in backends:
+            raise ValueError(f"eval_backend must be one of {', '.join(backends)}, got {self.eval_backend!r}")
+
+    @property
+    def quick(self) -> bool:
+        """A quick check (--limit / --max-steps): not comparable with published numbers."""
+        return self.limit is not None or self.max_steps > 0
+
+
+def check_data(data: Path) -> None:
+    """Raise FileNotFoundError, saying what to do, when ``data`` lacks a file the job reads."""
+    if not data.is_dir():
+        raise FileNotFoundError(MISSING_DATA.format(data=data))
+    missing = [name for name in NEEDED_FILES if not (data / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data} lacks {', '.join(missing)}. " + MISSING_DATA.format(data=data))
