@@ -305,7 +305,8 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         return out.index_select(0, column.inverse) if isinstance(column, Buckets) else out
 
     def forward_backward(self, features: Sequence[Column]) -> Tensor:
-        device = next(iter(self._parts(features[0])[0][1].values())).device
+        first = features[0]
+        device = first.inverse.device if isinstance(first, Buckets) else next(iter(first.values())).device
         cached: list[Tensor] = []
         rngs: list[list[_ReplayRng]] = []
         with torch.no_grad():  # pass 1: embeddings without a graph, remembering each part's RNG
