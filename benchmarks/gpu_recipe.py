@@ -15,101 +15,23 @@ sentence-transformers' trainer (``bf16=True``). Each is extrapolated to the card
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import DATA, msmarco_shaped, token_stats  # benchmarks/train.py
+from train import DATA, msmarco_shaped, ours_round, reference_round, token_stats  # benchmarks/train.py
 
 BATCH = 64
 CARD_PAIRS = 532_761
 CARD_EPOCHS = 3
 CARD_STEPS = math.ceil(CARD_PAIRS / BATCH) * CARD_EPOCHS  # 24,975
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def ours(model: str, data: Path, args: argparse.Namespace, out: Path, unpad: bool) -> list[float]:
-    """Seconds per step of our trainer: intervals between the ends of the timed steps."""
-    from biencoder.training import TrainConfig, train
-
-    ends: list[float] = []
-
-    def on_step(step: int, loss: float) -> None:  # the loss was read: the step has finished
-        if step >= args.warmup:
-            _sync(args.device)
-            ends.append(time.perf_counter())
-
-    config = TrainConfig(
-        data=(str(data),),
-        output_dir=str(out),
-        base_model=model,
-        batch_size=BATCH,
-        max_steps=args.warmup + args.steps,
-        save_steps=1_000_000,
-        save_total_limit=1,
-        precision=args.precision,
-        unpad=unpad,
-        device=args.device,
-    )
-    train(config, show_progress=False, on_step=on_step)
-    return [b - a for a, b in itertools.pairwise(ends)]
-
-
-def reference(model: str, rows: dict[str, list[str]], args: argparse.Namespace, out: Path) -> list[float]:
-    """Seconds per step of sentence-transformers' trainer with the same settings."""
-    import sentence_transformers as st
-    from datasets import Dataset
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from transformers import TrainerCallback
-
-    ends: list[float] = []
-
-    class Timer(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, a: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step >= args.warmup:
-                _sync(args.device)
-                ends.append(time.perf_counter())
-
-    encoder = st.SentenceTransformer(model, device=args.device)
-    encoder.max_seq_length = 256
-    training_args = st.SentenceTransformerTrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=BATCH,
-        max_steps=args.warmup + args.steps,
-        learning_rate=5e-5,
-        seed=42,
-        bf16=args.precision != "fp32" and args.device.startswith("cuda"),
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=args.device == "cpu",
-        logging_steps=1_000_000,
-    )
-    trainer = st.SentenceTransformerTrainer(
-        model=encoder,
-        args=training_args,
-        train_dataset=Dataset.from_dict(rows),
-        loss=MultipleNegativesRankingLoss(encoder),
-        callbacks=[Timer()],
-    )
-    trainer.train()
-    return [b - a for a, b in itertools.pairwise(ends)]
 
 
 def main() -> None:
@@ -158,9 +80,21 @@ def main() -> None:
         for name in trainers:
             out = Path(tmp) / name
             if name == "sentence-transformers":
-                times = reference(model, rows, args, out)
+                bf16 = args.precision != "fp32" and args.device.startswith("cuda")
+                times = reference_round(
+                    model, rows, args.steps, out, device=args.device, bf16=bf16, warmup=args.warmup
+                )
             else:
-                times = ours(model, data, args, out, unpad=name == "unpadded")
+                times = ours_round(
+                    model,
+                    str(data),
+                    args.steps,
+                    out,
+                    unpad=name == "unpadded",
+                    device=args.device,
+                    precision=args.precision,
+                    warmup=args.warmup,
+                )
             median = statistics.median(times)
             results[name] = {
                 "seconds_per_step": median,

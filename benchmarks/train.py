@@ -38,28 +38,62 @@ BATCH = 64
 CARD = {"anchor": (8.9, 34), "positive": (79.9, 197)}  # the card's token statistics: mean, max
 
 
-def ours_round(model: str, data: str, steps: int, out: Path, unpad: bool) -> list[float]:
-    """Step-to-step intervals (seconds) of our trainer over ``steps`` steps."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def ours_round(
+    model: str,
+    data: str,
+    steps: int,
+    out: Path,
+    unpad: bool,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    warmup: int = 0,
+) -> list[float]:
+    """Step-to-step intervals (seconds) of our trainer over ``steps`` steps after ``warmup`` untimed ones."""
     from biencoder.training import TrainConfig, train
 
     ends: list[float] = []
+
+    def on_step(step: int, loss: float) -> None:  # the loss was read: the step has finished
+        if step >= warmup:
+            _sync(device)
+            ends.append(time.perf_counter())
+
     config = TrainConfig(
         data=(data,),
         output_dir=str(out),
         base_model=model,
         batch_size=BATCH,
-        max_steps=steps,
-        save_steps=10_000,
+        max_steps=warmup + steps,
+        save_steps=1_000_000,
         save_total_limit=1,
+        precision=precision,
         unpad=unpad,
-        device="cpu",
+        device=device,
     )
-    train(config, show_progress=False, on_step=lambda step, loss: ends.append(time.perf_counter()))
+    train(config, show_progress=False, on_step=on_step)
     return [b - a for a, b in itertools.pairwise(ends)]
 
 
-def reference_round(model: str, rows: dict[str, list[str]], steps: int, out: Path) -> list[float]:
-    """Step-to-step intervals (seconds) of SentenceTransformerTrainer over ``steps`` steps."""
+def reference_round(
+    model: str,
+    rows: dict[str, list[str]],
+    steps: int,
+    out: Path,
+    *,
+    device: str = "cpu",
+    bf16: bool = False,
+    warmup: int = 0,
+) -> list[float]:
+    """Step-to-step intervals (seconds) of SentenceTransformerTrainer over ``steps`` steps after
+    ``warmup`` untimed ones."""
     import sentence_transformers as st
     from datasets import Dataset
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -69,21 +103,24 @@ def reference_round(model: str, rows: dict[str, list[str]], steps: int, out: Pat
 
     class Timer(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            ends.append(time.perf_counter())
+            if state.global_step >= warmup:
+                _sync(device)
+                ends.append(time.perf_counter())
 
-    encoder = st.SentenceTransformer(model, device="cpu")
+    encoder = st.SentenceTransformer(model, device=device)
     encoder.max_seq_length = 256
     args = st.SentenceTransformerTrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=BATCH,
-        max_steps=steps,
+        max_steps=warmup + steps,
         learning_rate=5e-5,
         seed=42,
+        bf16=bf16,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        use_cpu=True,
-        logging_steps=500,
+        use_cpu=device == "cpu",
+        logging_steps=1_000_000,
     )
     trainer = st.SentenceTransformerTrainer(
         model=encoder,

@@ -97,16 +97,18 @@ class Progress:
         """What a log line says now."""
         done = self.n - self._start
         elapsed = time.perf_counter() - self._began
-        parts = [f"{self.n}/{self.total} {self.unit}s" if self.total else f"{self.n} {self.unit}s"]
-        if self.total:
-            parts[0] += f" ({100 * self.n / self.total:.0f}%)"
-        parts += [f"{k} {v}" for k, v in self.postfix.items()]
+        parts = [self._count(), *(f"{k} {v}" for k, v in self.postfix.items())]
         if done > 0 and elapsed > 0:
             per = elapsed / done
             parts.append(f"{per:.2f} s/{self.unit}" if per >= 1 else f"{1 / per:.1f} {self.unit}s/s")
             if self.total:
                 parts.append(f"{format_duration(per * max(0, self.total - self.n))} left")
         return f"{self.desc}: " + ", ".join(parts)
+
+    def _count(self) -> str:
+        if not self.total:
+            return f"{self.n} {self.unit}s"
+        return f"{self.n}/{self.total} {self.unit}s ({100 * self.n / self.total:.0f}%)"
 
     def _log(self) -> None:
         self._logged = True
@@ -117,7 +119,7 @@ class Progress:
             self.bar.close()
         elif self._logged and self.n - self._start > 0:
             elapsed = format_duration(time.perf_counter() - self._began)
-            logger.info("%s (done in %s)", self.line().split(", ")[0], elapsed)
+            logger.info("%s: %s (done in %s)", self.desc, self._count(), elapsed)
 
     def __enter__(self) -> Progress:
         return self
