@@ -13,6 +13,7 @@ import csv
 import logging
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +48,30 @@ def split_beir(
     folder: str | Path, output: str | Path, *, dev_queries: int = 100, seed: int = 0, split: str = "train"
 ) -> QuerySplit:
     """Write ``output``: a BEIR folder whose ``train`` and ``dev`` qrels partition ``folder``'s ``split``."""
+    folder, output = Path(folder), Path(output)
+    if not (folder / "corpus.jsonl").is_file():
+        raise FileNotFoundError(f"{folder} is not a BEIR folder: corpus.jsonl is missing")
+    qrels = load_qrels(folder / "qrels" / f"{split}.tsv")
+    train, dev = split_queries(list(qrels), dev_queries, seed)
+    write_split(folder, output, qrels, train, dev)
+    logger.info("%s: %d train, %d dev queries (seed %d) of %s", output, len(train), len(dev), seed, folder)
+    return QuerySplit(output, tuple(train), tuple(dev))
+
+
+def write_split(
+    folder: Path,
+    output: Path,
+    qrels: Mapping[str, Mapping[str, int]],
+    train: Sequence[str],
+    dev: Sequence[str],
+) -> None:
+    """``output``: ``folder``'s corpus and queries (linked) with ``train`` and ``dev`` qrels holding
+    the judgements of those queries; written aside and renamed into place."""
     from biencoder.atomic import atomic_dir
 
-    folder, output = Path(folder), Path(output)
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder} is not a BEIR folder: {name} is missing")
-    qrels = load_qrels(folder / "qrels" / f"{split}.tsv")
-    train, dev = split_queries(list(qrels), dev_queries, seed)
     with atomic_dir(output) as tmp:
         for name in ("corpus.jsonl", "queries.jsonl"):
             _link(folder / name, tmp / name)
@@ -66,8 +83,6 @@ def split_beir(
                 for q in ids:
                     for doc, score in qrels[q].items():
                         writer.writerow([q, doc, score])
-    logger.info("%s: %d train, %d dev queries (seed %d) of %s", output, len(train), len(dev), seed, folder)
-    return QuerySplit(output, tuple(train), tuple(dev))
 
 
 def _link(source: Path, target: Path) -> None:
