@@ -24,6 +24,7 @@ from biencoder.training.crossval import (
     query_folds,
     write_folds,
 )
+from tests.tiny import WORDS
 from tests.training.test_selection import _beir
 
 
@@ -59,7 +60,17 @@ def _tiny_settings() -> list[Setting]:
         Setting(name="card", train=quick),
         Setting(name="short-eval", train=quick, eval_max_seq_length=3),
         Setting(name="lr", train={**quick, "learning_rate": 1e-3}),
+        Setting(name="base", train=quick, merge_alpha=0.0),  # all base: the fine-tune merged away
     ]
+
+
+def _sts_file(path: Path) -> Path:
+    rows = [
+        f"main-captions\tMSRvid\t2012test\t{i:04d}\t{i % 6}.0\t{WORDS[i]} {WORDS[i + 1]}\t{WORDS[i]}"
+        for i in range(8)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 @pytest.mark.slow
@@ -75,14 +86,14 @@ def test_cross_validation_scores_every_query_once_and_resumes(
         trained.append(f"{setting.name}/{fold.name}")
         real_train(setting, fold, model_dir, *args)
 
-    def recording_evaluate(model_dir: Path, *args: Any) -> dict[str, float]:
+    def recording_evaluate(model_dir: Path, *args: Any) -> list[Any]:
         config = json.loads((model_dir / "sentence_bert_config.json").read_text())
         evaluated.append((model_dir.name, config["max_seq_length"]))
         return real_evaluate(model_dir, *args)
 
     monkeypatch.setattr(crossval, "_train_fold", counting_train)
     monkeypatch.setattr(crossval, "_evaluate", recording_evaluate)
-    cv = CrossValidation(folds=2, eval_backend="torch")
+    cv = CrossValidation(folds=2, eval_backend="torch", general_dev=str(_sts_file(tmp_path / "sts.csv")))
     out = tmp_path / "cv"
     results = cross_validate(_tiny_settings(), source, out, cv, base_model=str(tiny_model_dir), device="cpu")
 
@@ -90,12 +101,27 @@ def test_cross_validation_scores_every_query_once_and_resumes(
     assert sorted(trained) == ["card/fold-0", "card/fold-1", "lr/fold-0", "lr/fold-1"]
     assert sorted(evaluated) == sorted(
         [(f"{s}-fold-{i}", n) for i in (0, 1) for s, n in (("card", 16), ("card", 3), ("lr", 16))]
+        + [(f"base-fold-{i}-merged", 16) for i in (0, 1)]
     )
     queries = set(load_beir(source, "train").qrels)
     for r in results.values():
         assert set(r.per_query) == queries and len(r.fold_means) == 2
         assert all(0.0 <= v <= 1.0 for v in r.per_query.values())
     assert not (out / "models").exists() or not any((out / "models").iterdir())  # fine-tunes deleted
+    # merge_alpha 0 is the base model itself: its held-out scores are the base model's
+    from biencoder.encoder import SentenceEncoder
+    from biencoder.evaluation.retrieval import RetrievalEvaluator
+    from biencoder.evaluation.sts import StsEvaluator
+
+    base = SentenceEncoder.load(tiny_model_dir, device="cpu")
+    for fold in (0, 1):
+        held_out = RetrievalEvaluator.from_beir(out / "folds" / f"fold-{fold}", "dev")
+        held_out(base)
+        for q, m in held_out.last_per_query.items():
+            assert results["base"].per_query[q] == pytest.approx(m["ndcg@10"], abs=1e-6)
+    general = StsEvaluator.from_file(tmp_path / "sts.csv")(base)[StsEvaluator.primary_metric]
+    assert results["base"].general == pytest.approx([general, general], abs=1e-6)
+    assert all(len(r.general) == 2 for r in results.values())
 
     record = json.loads((out / "cv.json").read_text())
     assert record["settings"]["short-eval"]["per_query"] == results["short-eval"].per_query

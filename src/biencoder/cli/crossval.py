@@ -3,7 +3,10 @@ train queries (``biencoder.training.crossval``).
 
 Each ``--setting`` is the model card's recipe with some training fields changed, written
 ``NAME[:field=value,...]`` (``TrainConfig``'s field names; ``eval_max_seq_length`` sets the
-document length read at evaluation). For example
+document length read at evaluation, ``merge_alpha`` merges each fold's fine-tune with the base
+before it is evaluated). With ``--general-dev`` (an STS file outside the domain, such as STSb's
+dev split) every fold model is also scored there, so that a gain in the domain is not bought
+with a loss outside it. For example
 
     biencoder cv --data ../shared/data/scifact --folds 3 --extra-docs 2000 \\
         --setting card --setting card-eval512:eval_max_seq_length=512 \\
@@ -49,6 +52,9 @@ def register(sub: Any) -> None:
         default=None,
         help="held-out corpus: each fold's judged documents and n random others (default: the whole corpus)",
     )
+    p.add_argument(
+        "--general-dev", help="an STS file (.csv/.tsv) outside the domain, scored by every fold model too"
+    )
     p.add_argument("--eval-backend", choices=["onnx", "torch"], default="onnx", help="evaluation runtime")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     p.set_defaults(func=run)
@@ -71,8 +77,16 @@ def parse_setting(text: str) -> Any:
     eval_length = fields.pop("eval_max_seq_length", None)
     if eval_length is not None and not isinstance(eval_length, int):
         raise ValueError(f"--setting {text!r}: eval_max_seq_length must be an integer, got {eval_length!r}")
+    alpha = fields.pop("merge_alpha", None)
+    if alpha is not None and not isinstance(alpha, int | float):
+        raise ValueError(f"--setting {text!r}: merge_alpha must be a number in [0, 1], got {alpha!r}")
     _check_fields(text, fields)
-    return Setting(name=name.strip(), train=fields, eval_max_seq_length=eval_length)
+    return Setting(
+        name=name.strip(),
+        train=fields,
+        eval_max_seq_length=eval_length,
+        merge_alpha=None if alpha is None else float(alpha),
+    )
 
 
 def _check_fields(text: str, fields: dict[str, Any]) -> None:
@@ -85,14 +99,14 @@ def _check_fields(text: str, fields: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(
             f"--setting {text!r}: unknown training field(s) {', '.join(unknown)}; "
-            f"known: eval_max_seq_length, {', '.join(sorted(known))}"
+            f"known: eval_max_seq_length, merge_alpha, {', '.join(sorted(known))}"
         )
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from biencoder.training.crossval import CrossValidation, cross_validate, markdown_table
+    from biencoder.training.crossval import CrossValidation, choose, cross_validate, markdown_table
 
     settings = [parse_setting(s) for s in args.setting]
     cv = CrossValidation(
@@ -102,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
         extra_docs=args.extra_docs,
         eval_backend=args.eval_backend,
         split=args.split,
+        general_dev=args.general_dev,
     )
     results = cross_validate(
         settings, Path(args.data), Path(args.output), cv, base_model=args.model, device=args.device
     )
     print("\n".join(markdown_table(results, settings[0].name)))
+    print(f"chosen: {choose(results, settings[0].name)}")
     return 0

@@ -38,12 +38,14 @@ ST_CONFIG = "sentence_bert_config.json"
 
 @dataclass(frozen=True, kw_only=True)
 class Setting:
-    """The card's recipe with ``train`` fields changed (``TrainConfig`` names), documents read at
-    ``eval_max_seq_length`` tokens at evaluation (None: as trained)."""
+    """The card's recipe with ``train`` fields changed (``TrainConfig`` names); at evaluation,
+    documents read at ``eval_max_seq_length`` tokens (None: as trained) and the fine-tune merged
+    with the base as ``merge_alpha * tuned + (1 - merge_alpha) * base`` (WiSE-FT; None: not merged)."""
 
     name: str
     train: Mapping[str, Any] = field(default_factory=dict)
     eval_max_seq_length: int | None = None
+    merge_alpha: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -58,13 +60,20 @@ class Setting:
                 f"setting {self.name}: eval_max_seq_length must be in [1, 512], "
                 f"got {self.eval_max_seq_length}"
             )
+        if self.merge_alpha is not None and not 0.0 <= self.merge_alpha <= 1.0:
+            raise ValueError(f"setting {self.name}: merge_alpha must be in [0, 1], got {self.merge_alpha}")
 
     def training_key(self) -> str:
         """Settings with the same key share their fine-tunes."""
         return json.dumps(dict(self.train), sort_keys=True, default=str)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "train": dict(self.train), "eval_max_seq_length": self.eval_max_seq_length}
+        return {
+            "name": self.name,
+            "train": dict(self.train),
+            "eval_max_seq_length": self.eval_max_seq_length,
+            "merge_alpha": self.merge_alpha,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +84,7 @@ class CrossValidation:
     extra_docs: int | None = None  # held-out corpus: the fold's judged documents and n others; None: all
     eval_backend: str = "onnx"
     split: str = "train"  # the qrels split whose queries are cut into folds
+    general_dev: str | None = None  # an STS file outside the domain, also scored by every fold model
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -89,6 +99,11 @@ class CVResult:
     per_query: dict[str, float]  # every train query's held-out nDCG@10
     fold_means: list[float]
     seconds: float
+    general: list[float] = field(default_factory=list)  # each fold model's general_dev score
+
+    @property
+    def general_mean(self) -> float | None:
+        return float(np.mean(self.general)) if self.general else None
 
     @property
     def mean(self) -> float:
@@ -147,6 +162,7 @@ def cross_validate(
     folders = write_folds(beir_folder, output / "folds", cv)
     per_query: dict[str, dict[str, float]] = {s.name: {} for s in settings}
     fold_means: dict[str, list[float]] = {s.name: [] for s in settings}
+    general: dict[str, list[float]] = {s.name: [] for s in settings}
     seconds: dict[str, float] = {s.name: 0.0 for s in settings}
     for i, fold in enumerate(folders):
         for group in _by_training(settings):
@@ -154,18 +170,25 @@ def cross_validate(
             scores = _fold_scores(group, fold, output, i, cv, base_model, device, show_progress)
             share = (time.perf_counter() - t0) / len(group)
             for setting in group:
-                per_query[setting.name].update(scores[setting.name])
-                fold_means[setting.name].append(float(np.mean(list(scores[setting.name].values()))))
+                record = scores[setting.name]
+                per_query[setting.name].update(record["per_query"])
+                fold_means[setting.name].append(float(np.mean(list(record["per_query"].values()))))
+                if record.get("general") is not None:
+                    general[setting.name].append(float(record["general"]))
                 seconds[setting.name] += share
                 logger.info(
-                    "fold %d/%d, %s: held-out nDCG@10 %.4f over %d queries",
+                    "fold %d/%d, %s: held-out nDCG@10 %.4f over %d queries%s",
                     i + 1,
                     cv.folds,
                     setting.name,
                     fold_means[setting.name][-1],
-                    len(scores[setting.name]),
+                    len(record["per_query"]),
+                    f", general dev {record['general']:.4f}" if record.get("general") is not None else "",
                 )
-    results = {s.name: CVResult(s, per_query[s.name], fold_means[s.name], seconds[s.name]) for s in settings}
+    results = {
+        s.name: CVResult(s, per_query[s.name], fold_means[s.name], seconds[s.name], general[s.name])
+        for s in settings
+    }
     write_results(output / "cv.json", results, cv)
     return results
 
@@ -186,27 +209,45 @@ def _fold_scores(
     base_model: str,
     device: str | None,
     show_progress: bool | None,
-) -> dict[str, dict[str, float]]:
-    """The held-out per-query nDCG@10 of each setting of ``group`` (one fine-tune for all of them);
-    scores already on disk are read back, and the fine-tune is deleted once all are written."""
+) -> dict[str, dict[str, Any]]:
+    """Each setting of ``group`` (one fine-tune for all of them) on fold ``index``: its held-out
+    per-query nDCG@10 and its general dev score. Records already on disk are read back; the
+    fine-tune is deleted once all are written."""
     files = {s.name: output / s.name / f"fold-{index}.json" for s in group}
-    scores = {name: _read_scores(f) for name, f in files.items() if f.is_file()}
-    if len(scores) == len(group):
-        return scores
+    records = {name: _read_record(f) for name, f in files.items() if f.is_file()}
+    if len(records) == len(group):
+        return records
     model_dir = output / "models" / f"{group[0].name}-fold-{index}"
     if not (model_dir / ST_CONFIG).is_file():
         _train_fold(group[0], fold, model_dir, cv, base_model, device, show_progress)
     trained_length = json.loads((model_dir / ST_CONFIG).read_text(encoding="utf-8"))["max_seq_length"]
-    evaluator = _held_out(fold, cv, show_progress)
+    evaluators = [_held_out(fold, cv, show_progress), *_general(cv, show_progress)]
     for setting in group:
-        if setting.name in scores:
+        if setting.name in records:
             continue
-        _set_max_seq_length(model_dir, setting.eval_max_seq_length or trained_length)
-        scores[setting.name] = _evaluate(model_dir, evaluator, cv, device)
+        folder = model_dir
+        if setting.merge_alpha is not None:
+            folder = output / "models" / f"{setting.name}-fold-{index}-merged"
+            _save_merged(base_model, model_dir, setting.merge_alpha, folder)
+        _set_max_seq_length(folder, setting.eval_max_seq_length or trained_length)
+        values = _evaluate(folder, evaluators, cv, device)
+        if folder != model_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+        records[setting.name] = {"per_query": values[0], "general": values[1] if len(values) > 1 else None}
         with atomic_file(files[setting.name]) as tmp:
-            tmp.write_text(json.dumps(scores[setting.name], indent=1, sort_keys=True), encoding="utf-8")
+            tmp.write_text(json.dumps(records[setting.name], indent=1, sort_keys=True), encoding="utf-8")
     shutil.rmtree(model_dir, ignore_errors=True)
-    return scores
+    return records
+
+
+def _save_merged(base_model: str, tuned: Path, alpha: float, folder: Path) -> None:
+    """``alpha * tuned + (1 - alpha) * base`` saved to ``folder`` (WiSE-FT, ``training.merge``)."""
+    from biencoder.encoder import SentenceEncoder
+    from biencoder.training.merge import merged
+
+    base = SentenceEncoder.load(base_model, device="cpu")
+    model = SentenceEncoder.load(tuned, device="cpu")
+    merged(base, model, alpha).save(folder)
 
 
 def _train_fold(
@@ -245,12 +286,25 @@ def _held_out(fold: Path, cv: CrossValidation, show_progress: bool | None) -> An
     return evaluator
 
 
-def _evaluate(model_dir: Path, evaluator: Any, cv: CrossValidation, device: str | None) -> dict[str, float]:
+def _general(cv: CrossValidation, show_progress: bool | None) -> list[Any]:
+    if cv.general_dev is None:
+        return []
+    from biencoder.evaluation.sts import StsEvaluator
+
+    return [StsEvaluator.from_file(Path(cv.general_dev), name="general", show_progress=show_progress)]
+
+
+def _evaluate(
+    model_dir: Path, evaluators: Sequence[Any], cv: CrossValidation, device: str | None
+) -> list[Any]:
+    """The held-out evaluator's per-query scores, then each other evaluator's primary metric."""
     from biencoder.loading import load_encoder
 
     encoder = load_encoder(model_dir, cv.eval_backend, device=device)
-    evaluator(encoder)
-    return {q: float(m[evaluator.primary_metric]) for q, m in evaluator.last_per_query.items()}
+    held_out, *others = evaluators
+    held_out(encoder)
+    per_query = {q: float(m[held_out.primary_metric]) for q, m in held_out.last_per_query.items()}
+    return [per_query, *(float(e(encoder)[e.primary_metric]) for e in others)]
 
 
 def _set_max_seq_length(model_dir: Path, length: int) -> None:
@@ -264,14 +318,14 @@ def _set_max_seq_length(model_dir: Path, length: int) -> None:
         tmp.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
-def _read_scores(path: Path) -> dict[str, float]:
+def _read_record(path: Path) -> dict[str, Any]:
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"{path}: not a per-query score file ({exc}); delete it to score the fold again"
-        ) from None
-    return {str(q): float(v) for q, v in values.items()}
+        per_query = {str(q): float(v) for q, v in values["per_query"].items()}
+        general = None if values.get("general") is None else float(values["general"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a fold record ({exc!r}); delete it to score the fold again") from None
+    return {"per_query": per_query, "general": general}
 
 
 def write_results(path: Path, results: Mapping[str, CVResult], cv: CrossValidation) -> None:
@@ -284,6 +338,7 @@ def write_results(path: Path, results: Mapping[str, CVResult], cv: CrossValidati
                 "mean": r.mean,
                 "standard_error": r.standard_error,
                 "fold_means": r.fold_means,
+                "general_dev": r.general_mean,
                 "seconds": r.seconds,
                 "per_query": r.per_query,
             }
@@ -304,6 +359,7 @@ def compare_to(results: Mapping[str, CVResult], baseline: str) -> list[dict[str,
     rows = []
     for name, r in results.items():
         row: dict[str, Any] = {"setting": name, "mean": r.mean, "standard_error": r.standard_error}
+        row["general_dev"] = r.general_mean
         if name != baseline:
             paired = compare(base, r.per_query)
             row |= {"gain": paired.mean_difference, "wins": paired.wins, "ties": paired.ties}
@@ -313,19 +369,25 @@ def compare_to(results: Mapping[str, CVResult], baseline: str) -> list[dict[str,
 
 
 def choose(results: Mapping[str, CVResult], baseline: str, significance: float = 0.05) -> str:
-    """The best setting that beats ``baseline`` with p below ``significance``; else the baseline."""
-    winners = [r for r in compare_to(results, baseline) if r["setting"] != baseline and r["gain"] > 0]
-    winners = [r for r in winners if r["p_value"] < significance]
-    return max(winners, key=lambda r: r["mean"])["setting"] if winners else baseline
+    """Among the settings that beat ``baseline`` on the held-out queries with p below
+    ``significance``, the best by held-out nDCG@10 plus the general dev score (when measured, so
+    that a gain in the domain is not bought with a loss outside it); else the baseline."""
+    rows = compare_to(results, baseline)
+    winners = [r for r in rows if r["setting"] != baseline and r["gain"] > 0 and r["p_value"] < significance]
+    if not winners:
+        return baseline
+    return str(max(winners, key=lambda r: r["mean"] + (r["general_dev"] or 0.0))["setting"])
 
 
 def markdown_table(results: Mapping[str, CVResult], baseline: str) -> list[str]:
     lines = [
-        f"| setting | held-out nDCG@10 (± s.e.) | gain over {baseline} | wins / ties / losses | p |",
-        "|---|---:|---:|---:|---:|",
+        f"| setting | held-out nDCG@10 (± s.e.) | general dev | gain over {baseline} | "
+        "wins / ties / losses | p |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in compare_to(results, baseline):
-        cells = f"| {row['setting']} | {row['mean']:.4f} ± {row['standard_error']:.4f} |"
+        general = "" if row["general_dev"] is None else f"{row['general_dev']:.4f}"
+        cells = f"| {row['setting']} | {row['mean']:.4f} ± {row['standard_error']:.4f} | {general} |"
         if row["setting"] == baseline:
             lines.append(cells + " | | |")
         else:
