@@ -112,7 +112,7 @@ def test_main_without_data_says_what_to_do(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.slow
 def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("biencoder.training")
-    model = tmp_path / "tiny"  # a copy: the improved arm's miner exports an ONNX graph into it
+    model = tmp_path / "tiny"  # a copy: evaluation exports an ONNX graph into it
     shutil.copytree(tiny_model_dir, model)
     args = [
         "main",
@@ -129,7 +129,7 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
         "--max-seq-length",
         "32",
     ]
-    assert cli_main(args) == 0
+    assert cli_main([*args, "--arms", "card,improved"]) == 0
     run = tmp_path / "run"
     report = json.loads((run / "report.json").read_text())
     assert list(report["results"]) == ["base", "card recipe", "improved recipe"]
@@ -148,27 +148,25 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     )
     assert "SciFact train" in fusion["scifact"]["source"] and "untuned" in fusion["trec-dl19"]["source"]
     assert report["quick_run"] is True and report["models"]["card recipe"]["train_steps"] == 2
-    improved = report["models"]["improved recipe"]
-    assert improved["train_steps"] == 2 and improved["dev_queries"] == 100
-    from biencoder.data.sources import read_beir_pairs
+    from biencoder.main_job.settings import IMPROVED
 
-    pairs = read_beir_pairs(run / "improved" / "data" / "scifact-split", "train")
-    distinct = set(zip(pairs.anchors, pairs.positives, strict=True))
-    assert improved["mined_rows"] + improved["unmined_pairs"] == len(distinct)  # every train pair, once
-    assert improved["alpha"] in (0.6, 0.7, 0.8, 0.9, 1.0) and len(improved["alpha_scores"]) == 5
+    improved = report["models"]["improved recipe"]
+    assert improved["setting"] == IMPROVED.to_dict()
+    # --max-seq-length holds for both arms: a setting that changes only the length trains as the card's
+    assert improved["card_fine_tune_reused"] is (set(IMPROVED.train) <= {"max_seq_length"})
+    saved_config = json.loads((run / "improved" / "model" / "sentence_bert_config.json").read_text())
+    positions = json.loads((model / "config.json").read_text())["max_position_embeddings"]
+    assert saved_config["max_seq_length"] == min(IMPROVED.eval_max_seq_length or 32, positions)
     paired = report["paired_scifact_ndcg@10"]
     assert paired["queries"] == 4 and paired["wins"] + paired["ties"] + paired["losses"] == 4
     assert set(report["per_query_scifact_ndcg@10"]["card recipe"]) == set(
         report["per_query_scifact_ndcg@10"]["improved recipe"]
     )
     assert (run / "model" / "README.md").is_file() and (run / "model" / "modules.json").is_file()
-    card = (run / "improved" / "model" / "README.md").read_text()
-    for step in ("1. **Dev split.**", "2. **Hard negatives.**", "3. **Training.**", "4. **Merge.**"):
-        assert step in card
-    assert "## Weight merging" in card and "## Evaluation of the merged model" in card
+    assert "## Evaluation" in (run / "improved" / "model" / "README.md").read_text()
     text = (run / "report.md").read_text()
     assert "| scifact | ndcg@10 |" in text and "| improved recipe | trec-dl19 | ndcg@10 | >= base" in text
-    assert "paired randomisation test" in text and "| both arms | whole job | minutes |" in text
+    assert "paired randomisation test" in text and "| whole job | minutes |" not in text  # not the default
     assert (run / "report.png").read_bytes()[:4] == b"\x89PNG"
     assert not any("(cached)" in k for k in report["seconds"])
     # The improved column is the merged model's: evaluating the saved model agrees.
@@ -199,8 +197,49 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     for metric, value in report["results"]["card recipe"]["scifact-hybrid"].items():
         assert np.isclose(hybrid_now[metric], value, atol=1e-6), metric
     # A second run reuses the base model's results.
-    assert cli_main([*args, "--arms", "card"]) == 0
+    assert cli_main(args) == 0  # the default arms: the card's recipe alone
     again = json.loads((run / "report.json").read_text())
+    assert list(again["results"]) == ["base", "card recipe"]
+    assert "| default arms | whole job | minutes |" in (run / "report.md").read_text()
     assert any("(cached)" in k for k in again["seconds"])
     assert again["results"]["base"] == report["results"]["base"]
     assert again["fusion"] == report["fusion"]
+
+
+@pytest.mark.slow
+def test_main_job_improved_arm_alone_trains_its_setting(
+    tiny_model_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An improved setting that trains differently from the card's gets its own fine-tune, merged
+    and read at the setting's length (capped at the model's positions)."""
+    pytest.importorskip("biencoder.training")
+    from biencoder.main_job import run as job
+    from biencoder.training.crossval import Setting
+
+    setting = Setting(name="lr", train={"learning_rate": 1e-3}, eval_max_seq_length=512, merge_alpha=0.5)
+    monkeypatch.setattr(job, "IMPROVED", setting)
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, model)
+    out = tmp_path / "run"
+    quick = ["--max-steps", "2", "--limit", "4", "--max-seq-length", "32"]
+    args = ["main", "--data", str(data_dir), "--output", str(out), "--model", str(model), *quick]
+    assert cli_main([*args, "--arms", "improved"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["results"]) == ["base", "improved recipe"]
+    improved = report["models"]["improved recipe"]
+    assert improved["card_fine_tune_reused"] is False and improved["train_steps"] == 2
+    assert improved["setting"]["merge_alpha"] == 0.5
+    config = json.loads((out / "improved" / "model" / "sentence_bert_config.json").read_text())
+    positions = json.loads((model / "config.json").read_text())["max_position_embeddings"]
+    assert config["max_seq_length"] == positions
+    # the saved model is the fine-tune merged halfway with the base
+    from biencoder import SentenceEncoder
+
+    base, tuned, merged = (
+        SentenceEncoder.load(p, device="cpu").state_dict()
+        for p in (model, out / "improved" / "tuned", out / "improved" / "model")
+    )
+    for name, value in merged.items():
+        if value.is_floating_point():
+            assert np.allclose(value, 0.5 * base[name] + 0.5 * tuned[name], atol=1e-6), name
+    assert "merged with the base at alpha 0.5" in (out / "report.md").read_text()

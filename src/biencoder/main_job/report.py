@@ -1,4 +1,4 @@
-"""The main job's report: report.md, report.json and report.png, base and both recipes side by side."""
+"""The main job's report: report.md, report.json and report.png, base and the recipes side by side."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ from biencoder.atomic import atomic_file
 from biencoder.evaluation.paired import compare
 from biencoder.evaluation.report import markdown_table, plot_differences, write_json
 from biencoder.evaluation.tasks import TASKS
-from biencoder.main_job.settings import ARMS, TASK_NAMES, MainJobSettings
+from biencoder.main_job.settings import DEFAULT_ARMS, TASK_NAMES, MainJobSettings
 from biencoder.resolve import BASE_MODEL
 
 # What sentence-transformers' trainer reaches with the card's recipe here (issue 4).
 REFERENCE = {("card recipe", "scifact", "ndcg@10"): 0.7000, ("card recipe", "stsb", "spearman"): 0.8151}
-# (arm, task, metric) -> target; "base" means: no lower than the base model's value (issue 11).
+# (arm, task, metric) -> target; "base" means: no lower than the base model's value (issues 4, 20).
+# The improved recipe's SciFact target is a paired one over 3 seeds (benchmarks/recipes.py).
 TARGETS: dict[tuple[str, str, str], float | str] = {
     ("card recipe", "scifact", "ndcg@10"): 0.695,
     ("card recipe", "stsb", "spearman"): 0.810,
-    ("improved recipe", "scifact", "ndcg@10"): 0.730,
     ("improved recipe", "stsb", "spearman"): 0.815,
     ("improved recipe", "trec-dl19", "ndcg@10"): "base",
 }
-TIME_TARGET_MINUTES = 40.0  # the whole job, both arms
+TIME_TARGET_MINUTES = 30.0  # the whole job with its default arms, base evaluation included
 
 
 def command(settings: MainJobSettings) -> str:
@@ -34,7 +34,7 @@ def command(settings: MainJobSettings) -> str:
     if str(s.model) != BASE_MODEL:
         parts += ["--model", str(s.model)]
     for flag, value in (
-        ("--arms", ",".join(s.arms) if s.arms != ARMS else None),
+        ("--arms", ",".join(s.arms) if s.arms != DEFAULT_ARMS else None),
         ("--seed", s.seed if s.seed != 42 else None),
         ("--eval-backend", s.eval_backend if s.eval_backend != "onnx" else None),
         ("--max-steps", s.max_steps if s.max_steps > 0 else None),
@@ -47,7 +47,7 @@ def command(settings: MainJobSettings) -> str:
 
 
 def targets(
-    results: Mapping[str, Any], seconds: Mapping[str, float], both_arms: bool
+    results: Mapping[str, Any], seconds: Mapping[str, float], default_arms: bool
 ) -> list[dict[str, Any]]:
     rows = []
     for (arm, task, metric), target in TARGETS.items():
@@ -67,11 +67,11 @@ def targets(
                 "sentence_transformers": REFERENCE.get((arm, task, metric)),
             }
         )
-    if both_arms:
+    if default_arms:
         minutes = seconds["total"] / 60
         rows.append(
             {
-                "model": "both arms",
+                "model": "default arms",
                 "task": "whole job",
                 "metric": "minutes",
                 "target": TIME_TARGET_MINUTES,
@@ -128,16 +128,18 @@ def _arm_lines(arms: Mapping[str, Any], settings: MainJobSettings) -> list[str]:
             f"{train.global_step} steps, {train.seconds / 60:.1f} min of training with its final evaluation"
         )
     if "improved recipe" in arms:
-        run, recipe = arms["improved recipe"]["run"], arms["improved recipe"]["recipe"]
-        m = recipe.mining
+        arm = arms["improved recipe"]
+        setting = arm["setting"]
+        how = [f"{k} {v}" for k, v in setting.train.items()]
+        if setting.eval_max_seq_length is not None:
+            how.append(f"documents read at {setting.eval_max_seq_length} tokens")
+        if setting.merge_alpha is not None:
+            how.append(f"merged with the base at alpha {setting.merge_alpha:g}")
+        source = "the card arm's fine-tune" if arm["reused"] else "its own fine-tune"
         lines.append(
-            f"- improved recipe: `{run.model_dir}`: {run.train_queries} train / {run.dev_queries} dev "
-            f"queries of SciFact train (split seed {recipe.split_seed}); {run.mined_rows} rows with "
-            f"{m.num_negatives} mined negative(s) each (range_max {m.range_max}, relative_margin "
-            f"{m.relative_margin}, {m.sampling_strategy}); {recipe.loss}, {recipe.batch_sampler} batches, "
-            f"{recipe.epochs} epochs, best dev {recipe.keep_best} at step {run.best_step} of "
-            f"{run.global_step}; merged with the base at alpha {run.alpha:g} (chosen on dev). Every step "
-            "is recorded in its README.md"
+            f"- improved recipe: `{arm['path']}`, the card's recipe with the setting chosen by "
+            f"cross-validation on SciFact train ({setting.name}: {', '.join(how) or 'no change'}), "
+            f"refit on every train query ({source})"
         )
     return lines
 
@@ -183,7 +185,7 @@ def _markdown(
 ) -> str:
     backend = settings.eval_backend
     lines = [
-        "# Fine-tuning all-MiniLM-L6-v2 on SciFact: base, the card's recipe, an improved recipe",
+        "# Fine-tuning all-MiniLM-L6-v2 on SciFact: the base model and the recipes",
         "",
         f"- base model: `{settings.model}`",
         *_arm_lines(arms, settings),
@@ -199,7 +201,7 @@ def _markdown(
         markdown_table(_with_bm25_everywhere(results, fusion), shown),
         *_fusion_lines(fusion),
         *_paired_lines(paired),
-        "## Targets (issues 4 and 11)",
+        "## Targets (issues 4 and 20)",
         "",
         *_target_lines(target_rows),
         "",
@@ -235,7 +237,8 @@ def write_report(
     paired = None
     if {"card recipe", "improved recipe"} <= set(per_query) and all(per_query.values()):
         paired = compare(per_query["card recipe"], per_query["improved recipe"]).to_dict()
-    target_rows = targets(results, seconds, both_arms=len(arms) == 2)
+    default = tuple(name.split()[0] for name in arms) == DEFAULT_ARMS
+    target_rows = targets(results, seconds, default_arms=default)
     md = output / "report.md"
     with atomic_file(md) as tmp:
         text = _markdown(results, shown, target_rows, arms, paired, settings, seconds, fusion)
@@ -264,20 +267,10 @@ def write_report(
 
 
 def _describe(name: str, arm: Mapping[str, Any]) -> dict[str, Any]:
-    if "train" in arm:
-        t = arm["train"]
-        return {"path": str(t.output_dir), "train_steps": t.global_step, "train_seconds": round(t.seconds, 1)}
-    run = arm["run"]
-    return {
-        "path": str(run.model_dir),
-        "recipe": arm["recipe"].to_dict(),
-        "mined_rows": run.mined_rows,
-        "unmined_pairs": run.unmined_pairs,
-        "train_queries": run.train_queries,
-        "dev_queries": run.dev_queries,
-        "best_step": run.best_step,
-        "train_steps": run.global_step,
-        "alpha": run.alpha,
-        "alpha_scores": {f"{a:g}": v for a, v in run.alpha_scores.items()},
-        "dev_history": run.dev_history,
-    }
+    t = arm["train"]
+    out: dict[str, Any] = {"path": str(arm.get("path") or t.output_dir)}
+    if t is not None:
+        out |= {"train_steps": t.global_step, "train_seconds": round(t.seconds, 1)}
+    if "setting" in arm:
+        out |= {"setting": arm["setting"].to_dict(), "card_fine_tune_reused": arm["reused"]}
+    return out

@@ -6,19 +6,23 @@ improved recipe, each evaluated by the same evaluators, then the report.
    hybrid rows and SciFact's cross-validated hybrid alpha (``hybrid``).
 2. The card arm: SciFact's train pairs with the model card's recipe into ``output/model``,
    evaluated by the trainer at the end of training (so its card carries the results).
-3. The improved arm (``biencoder.training.recipe``) into ``output/improved/model``.
+3. The improved arm (``--arms card,improved``): the card's recipe with the setting chosen by
+   ``biencoder cv`` (``settings.IMPROVED``), refit on every train query, into
+   ``output/improved/model``.
 4. report.md, report.json and report.png (``report``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from biencoder import __version__
-from biencoder.atomic import atomic_file
+from biencoder.atomic import atomic_dir, atomic_file
 from biencoder.evaluation.base import Evaluator
 from biencoder.evaluation.report import read_json, write_json
 from biencoder.evaluation.suite import TaskResults, cached_results, evaluate_all, fingerprint
@@ -26,7 +30,7 @@ from biencoder.evaluation.tasks import TASKS, TaskOptions, build_tasks
 from biencoder.loading import load_encoder
 from biencoder.main_job.hybrid import FusionRecords, fusion_choices, merge_hybrid, with_hybrid
 from biencoder.main_job.report import write_report
-from biencoder.main_job.settings import FUSION_CV, TASK_NAMES, MainJobSettings, check_data
+from biencoder.main_job.settings import FUSION_CV, IMPROVED, TASK_NAMES, MainJobSettings, check_data
 from biencoder.memo import MemoEncoder
 from biencoder.protocol import Encoder
 from biencoder.resolve import resolve_model_path
@@ -44,7 +48,7 @@ def run_main_job(settings: MainJobSettings) -> list[Path]:
     seconds: dict[str, float] = {}
     steps = 1 + len(settings.arms) + 1
 
-    base, fusion, base_encoder = _base_results(settings, evaluators, options, seconds, steps)
+    base, fusion = _base_results(settings, evaluators, options, seconds, steps)
     scifact = evaluators[TASK_NAMES.index("scifact")]
     evaluators = with_hybrid(evaluators, fusion, lexical=False)  # the arms: dense and hybrid
     arms: dict[str, dict[str, Any]] = {}
@@ -53,7 +57,8 @@ def run_main_job(settings: MainJobSettings) -> list[Path]:
         arms["card recipe"] = _card_arm(settings, evaluators, options, seconds, steps)
         per_query["card recipe"] = _ndcg_per_query(scifact)
     if "improved" in settings.arms:
-        arms["improved recipe"] = _improved_arm(settings, evaluators, options, seconds, steps, base_encoder)
+        card = arms.get("card recipe")
+        arms["improved recipe"] = _improved_arm(settings, evaluators, options, seconds, steps, card)
         per_query["improved recipe"] = _ndcg_per_query(scifact)
 
     logger.info("[%d/%d] writing the report", steps, steps)
@@ -69,10 +74,9 @@ def _base_results(
     options: TaskOptions,
     seconds: dict[str, float],
     steps: int,
-) -> tuple[TaskResults, FusionRecords, Encoder | None]:
-    """The base model's results, each hybrid task's fusion settings, and the base model when it
-    was loaded (not cached): the improved arm mines with it, without embedding the corpus again.
-    The cache key covers the model's files, the data files and the settings."""
+) -> tuple[TaskResults, FusionRecords]:
+    """The base model's results and each hybrid task's fusion settings, cached between runs; the
+    cache key covers the model's files, the data files and the settings."""
     base_path = resolve_model_path(settings.model)
     key = fingerprint(
         [base_path, *(settings.data / TASKS[t].path for t in TASK_NAMES)],
@@ -85,16 +89,15 @@ def _base_results(
         },
     )
     logger.info("[1/%d] base model %s", steps, settings.model)
-    loaded: list[Encoder] = []
     fusion_file = settings.output / "cache" / f"base-fusion-{key}.json"
     fusion: FusionRecords = {}
 
     def evaluate_base() -> TaskResults:
-        loaded.append(MemoEncoder(_load(base_path, settings)))  # one base model for evaluation and mining
-        fusion.update(fusion_choices(loaded[0], settings.data, settings.limit, options))
+        encoder = MemoEncoder(_load(base_path, settings))  # SciFact's corpus embedded once: CV and test
+        fusion.update(fusion_choices(encoder, settings.data, settings.limit, options))
         write_json(fusion_file, fusion)
         wrapped = with_hybrid(evaluators, fusion, lexical=True)
-        return merge_hybrid(evaluate_all(loaded[0], wrapped, "base"), wrapped)
+        return merge_hybrid(evaluate_all(encoder, wrapped, "base"), wrapped)
 
     t0 = time.perf_counter()
     base, from_cache = cached_results(
@@ -105,7 +108,7 @@ def _base_results(
     if from_cache:
         fusion.update(read_json(fusion_file))
     seconds["base evaluation" + (" (cached)" if from_cache else "")] = time.perf_counter() - t0
-    return base, fusion, loaded[0] if loaded else None
+    return base, fusion
 
 
 def _card_arm(
@@ -116,20 +119,10 @@ def _card_arm(
     steps: int,
 ) -> dict[str, Any]:
     """The card's recipe; the trainer evaluates the final model with the same evaluators."""
-    from biencoder.training import TrainConfig, train  # torch: imported only when an arm trains
+    from biencoder.training import train  # torch: imported only when an arm trains
 
     logger.info("[2/%d] fine-tuning on %s (the card's recipe)", steps, settings.data / "scifact")
-    length: dict[str, Any] = {"max_seq_length": settings.max_seq_length} if settings.max_seq_length else {}
-    config = TrainConfig(
-        data=(str(settings.data / "scifact"),),
-        output_dir=str(settings.output / "model"),
-        base_model=str(settings.model),
-        max_steps=settings.max_steps,
-        seed=settings.seed,
-        **length,  # None: the recipe's
-        eval_backend=settings.eval_backend,
-        device=settings.device,
-    )
+    config = _card_config(settings, settings.output / "model")
     t0 = time.perf_counter()
     result = train(config, evaluators=evaluators, show_progress=options.show_progress)
     tuned = _from_history(result.eval_history, evaluators)
@@ -137,7 +130,7 @@ def _card_arm(
         tuned = evaluate_all(_load(result.output_dir, settings), evaluators, "card recipe")
     tuned = merge_hybrid(tuned, evaluators)
     seconds["card recipe: fine-tuning and evaluation"] = time.perf_counter() - t0
-    return {"results": tuned, "train": result}
+    return {"results": tuned, "train": result, "config": config}
 
 
 def _improved_arm(
@@ -146,33 +139,72 @@ def _improved_arm(
     options: TaskOptions,
     seconds: dict[str, float],
     steps: int,
-    base_encoder: Encoder | None,
+    card: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The improved recipe on the same data, evaluated by the same evaluators."""
-    from biencoder.training.recipe import ImprovedRecipe, run_recipe  # torch: only when an arm trains
+    """The card's recipe with the setting that won ``biencoder cv`` on SciFact train (``IMPROVED``),
+    refit on every train query and evaluated by the same evaluators. A setting that trains as the
+    card's takes the card arm's fine-tune when that arm ran, rather than training it again."""
+    from biencoder.training import train  # torch: imported only when an arm trains
 
-    logger.info("[%d/%d] the improved recipe on %s", steps - 1, steps, settings.data / "scifact")
-    recipe = ImprovedRecipe(eval_backend=settings.eval_backend)
-    t0 = time.perf_counter()
-    improved = run_recipe(
-        recipe,
-        settings.data / "scifact",
-        settings.output / "improved",
-        base_model=str(settings.model),
-        seed=settings.seed,
-        max_steps=settings.max_steps,
-        max_seq_length=settings.max_seq_length or 256,
-        device=settings.device,
-        show_progress=options.show_progress,
-        base_encoder=base_encoder if recipe.mining_backend == settings.eval_backend else None,
+    setting = IMPROVED
+    logger.info(
+        "[%d/%d] the improved recipe (%s) on %s", steps - 1, steps, setting.name, settings.data / "scifact"
     )
-    results = evaluate_all(_load(improved.model_dir, settings), evaluators, "improved recipe")
+    t0 = time.perf_counter()
+    folder = settings.output / "improved" / "model"
+    changes = dict(setting.train)
+    if settings.max_seq_length:  # a quick check's --max-seq-length holds for both arms
+        changes["max_seq_length"] = settings.max_seq_length
+    config = _card_config(settings, settings.output / "improved" / "tuned", **changes)
+    # a setting that trains as the card's: the card arm's fine-tune
+    reused = card is not None and config == dataclasses.replace(card["config"], output_dir=config.output_dir)
+    tuned = Path(card["train"].output_dir) if card is not None and reused else None
+    train_result = None
+    if tuned is None:
+        train_result = train(config, show_progress=options.show_progress)
+        tuned = train_result.output_dir
+    _finish_model(setting, settings.model, tuned, folder)
+    results = evaluate_all(_load(folder, settings), evaluators, "improved recipe")
     results = merge_hybrid(results, evaluators)
-    seconds["improved recipe: all steps and evaluation"] = time.perf_counter() - t0
-    for step, value in improved.seconds.items():
-        seconds[f"  improved: {step}"] = value
-    _record_results(improved.model_dir / "README.md", results)
-    return {"results": results, "recipe": recipe, "run": improved}
+    seconds[
+        "improved recipe: " + ("the card's fine-tune, " if reused else "fine-tuning, ") + "evaluation"
+    ] = time.perf_counter() - t0
+    _record_results(folder / "README.md", results)
+    return {"results": results, "setting": setting, "train": train_result, "path": folder, "reused": reused}
+
+
+def _card_config(settings: MainJobSettings, output: Path, **changes: Any) -> Any:
+    """The card's recipe on SciFact train (the job's seed, steps and length), with ``changes``."""
+    from biencoder.training import TrainConfig
+
+    length: dict[str, Any] = {"max_seq_length": settings.max_seq_length} if settings.max_seq_length else {}
+    values: dict[str, Any] = {
+        "data": (str(settings.data / "scifact"),),
+        "output_dir": str(output),
+        "base_model": str(settings.model),
+        "max_steps": settings.max_steps,
+        "seed": settings.seed,
+        **length,
+        "eval_backend": settings.eval_backend,
+        "device": settings.device,
+        **changes,
+    }
+    return TrainConfig.from_dict(values, source="the improved recipe")
+
+
+def _finish_model(setting: Any, base: str, tuned: Path, folder: Path) -> None:
+    """``folder``: the fine-tune, merged with the base at the setting's alpha (if any), reading
+    documents at the setting's length (if any, capped at the model's positions)."""
+    from biencoder.training.crossval import set_max_seq_length
+    from biencoder.training.merge import merge
+
+    if setting.merge_alpha is not None:
+        merge(base, tuned, setting.merge_alpha, folder)
+    else:
+        with atomic_dir(folder) as tmp:
+            shutil.copytree(tuned, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoints"))
+    if setting.eval_max_seq_length is not None:
+        set_max_seq_length(folder, setting.eval_max_seq_length)
 
 
 def _load(folder: Path, settings: MainJobSettings) -> Encoder:
@@ -186,7 +218,7 @@ def _ndcg_per_query(evaluator: Evaluator) -> dict[str, float]:
 
 def _record_results(card: Path, results: TaskResults) -> None:
     """The final (test) evaluation of the improved model, appended to its card."""
-    lines = ["", "## Evaluation of the merged model (read once, after every choice was made on dev)", ""]
+    lines = ["", "## Evaluation (test splits, read once: every choice was made on train queries)", ""]
     lines += ["| task | metric | value |", "|---|---|---:|"]
     lines += [
         f"| {task} | {name} | {value:.4f} |" for task, ms in results.items() for name, value in ms.items()

@@ -229,7 +229,7 @@ def _fold_scores(
         if setting.merge_alpha is not None:
             folder = output / "models" / f"{setting.name}-fold-{index}-merged"
             _save_merged(base_model, model_dir, setting.merge_alpha, folder)
-        _set_max_seq_length(folder, setting.eval_max_seq_length or trained_length)
+        set_max_seq_length(folder, setting.eval_max_seq_length or trained_length)
         values = _evaluate(folder, evaluators, cv, device)
         if folder != model_dir:
             shutil.rmtree(folder, ignore_errors=True)
@@ -307,10 +307,15 @@ def _evaluate(
     return [per_query, *(float(e(encoder)[e.primary_metric]) for e in others)]
 
 
-def _set_max_seq_length(model_dir: Path, length: int) -> None:
-    """Rewrite the saved model's document length (the ONNX graph does not depend on it)."""
+def set_max_seq_length(model_dir: Path, length: int) -> None:
+    """Rewrite the saved model's input length (the ONNX graph does not depend on it), capped at
+    the model's position embeddings."""
     path = model_dir / ST_CONFIG
     config = json.loads(path.read_text(encoding="utf-8"))
+    model_config = model_dir / "config.json"
+    if model_config.is_file():
+        positions = json.loads(model_config.read_text(encoding="utf-8")).get("max_position_embeddings")
+        length = min(length, positions) if isinstance(positions, int) else length
     if config.get("max_seq_length") == length:
         return
     config["max_seq_length"] = length
