@@ -182,3 +182,28 @@ def test_cv_command_names_a_missing_folder(tmp_path: Path, capsys: pytest.Captur
     assert code == 1
     assert "none" in capsys.readouterr().err
     assert not (tmp_path / "o" / "cv.json").exists()
+
+
+@pytest.mark.slow
+def test_cv_command_prints_the_table_and_the_choice(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _beir(tmp_path / "src", 8)
+    quick = "max_steps=1,batch_size=4,max_seq_length=16"
+    args = ["cv", "--data", str(source), "-o", str(tmp_path / "o"), "--model", str(tiny_model_dir)]
+    args += ["--folds", "2", "--eval-backend", "torch", "--device", "cpu"]
+    args += ["--setting", f"card:{quick}", "--setting", f"short:{quick},eval_max_seq_length=4"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "o" / "cv.json").read_text())
+    for name in ("card", "short"):
+        mean = record["settings"][name]["mean"]
+        assert f"| {name} | {mean:.4f} ±" in out
+    assert out.strip().splitlines()[-1] == f"chosen: {choose(_results(record), 'card')}"
+
+
+def _results(record: dict[str, Any]) -> dict[str, CVResult]:
+    return {
+        name: CVResult(Setting(name=name), r["per_query"], r["fold_means"], r["seconds"])
+        for name, r in record["settings"].items()
+    }
