@@ -137,9 +137,9 @@ def _arm_lines(arms: Mapping[str, Any], settings: MainJobSettings) -> list[str]:
             how.append(f"merged with the base at alpha {setting.merge_alpha:g}")
         source = "the card arm's fine-tune" if arm["reused"] else "its own fine-tune"
         lines.append(
-            f"- improved recipe: `{arm['path']}`, the card's recipe with the setting chosen by "
-            f"cross-validation on SciFact train ({setting.name}: {', '.join(how) or 'no change'}), "
-            f"refit on every train query ({source})"
+            f"- improved recipe: `{arm['path']}`, the card's recipe with the best setting of the "
+            f"cross-validation on SciFact train ({setting.name}: {', '.join(how) or 'no change'}; "
+            f"docs/training.md), refit on every train query ({source})"
         )
     return lines
 

@@ -6,7 +6,7 @@ improved recipe, each evaluated by the same evaluators, then the report.
    hybrid rows and SciFact's cross-validated hybrid alpha (``hybrid``).
 2. The card arm: SciFact's train pairs with the model card's recipe into ``output/model``,
    evaluated by the trainer at the end of training (so its card carries the results).
-3. The improved arm (``--arms card,improved``): the card's recipe with the setting chosen by
+3. The improved arm (``--arms card,improved``): the card's recipe with the best setting of
    ``biencoder cv`` (``settings.IMPROVED``), refit on every train query, into
    ``output/improved/model``.
 4. report.md, report.json and report.png (``report``).
@@ -93,7 +93,7 @@ def _base_results(
     fusion: FusionRecords = {}
 
     def evaluate_base() -> TaskResults:
-        encoder = MemoEncoder(_load(base_path, settings))  # SciFact's corpus embedded once: CV and test
+        encoder = MemoEncoder(_load(base_path, settings))  # each corpus embedded once: fusion CV, test
         fusion.update(fusion_choices(encoder, settings.data, settings.limit, options))
         write_json(fusion_file, fusion)
         wrapped = with_hybrid(evaluators, fusion, lexical=True)
@@ -141,7 +141,7 @@ def _improved_arm(
     steps: int,
     card: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The card's recipe with the setting that won ``biencoder cv`` on SciFact train (``IMPROVED``),
+    """The card's recipe with the best setting of ``biencoder cv`` on SciFact train (``IMPROVED``),
     refit on every train query and evaluated by the same evaluators. A setting that trains as the
     card's takes the card arm's fine-tune when that arm ran, rather than training it again."""
     from biencoder.training import train  # torch: imported only when an arm trains

@@ -9,8 +9,11 @@ by a paired randomisation test over all of them (``biencoder.evaluation.paired``
 the main job applies to the test split.
 
 A :class:`Setting` is the card's recipe (``TrainConfig``'s defaults) with some fields changed,
-plus the document length read at evaluation. Settings that train alike (the same fields) share
-one fine-tune per fold and differ only in how it is evaluated. Each fold's scores are written to
+plus the document length read at evaluation and, optionally, a WiSE-FT merge with the base.
+Settings that train alike (the same fields) share one fine-tune per fold and differ only in how
+it is evaluated. ``general_dev`` (an STS file outside the domain) is scored by every fold model
+too, and :func:`choose` counts it, so that a gain in the domain bought with a loss outside it
+does not win on the domain alone. Each fold's scores are written to
 ``output/<setting>/fold-<i>.json`` as soon as they exist, so an interrupted run resumes where it
 stopped; ``output/cv.json`` holds every setting's per-query scores, so the tests can be rerun.
 """
