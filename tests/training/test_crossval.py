@@ -138,6 +138,14 @@ def test_cross_validation_scores_every_query_once_and_resumes(
     assert trained == [] and evaluated == []
     assert {k: r.per_query for k, r in again.items()} == {k: r.per_query for k, r in results.items()}
 
+    # other folds, or a setting of the same name that changed, are refused rather than mixed in
+    with pytest.raises(ValueError, match="cross-validation made with"):
+        cross_validate(_tiny_settings(), source, out, CrossValidation(folds=3), base_model="unused")
+    changed = [*_tiny_settings()[:3], Setting(name="base", train={"max_steps": 2}, merge_alpha=0.0)]
+    with pytest.raises(ValueError, match="setting 'base' was"):
+        cross_validate(changed, source, out, cv, base_model=str(tiny_model_dir), device="cpu")
+    assert trained == []
+
 
 def _result(name: str, values: np.ndarray) -> CVResult:
     return CVResult(Setting(name=name), {f"q{i}": float(v) for i, v in enumerate(values)}, [], 0.0)

@@ -162,6 +162,7 @@ def cross_validate(
     names = [s.name for s in settings]
     if not settings or len(set(names)) != len(names):
         raise ValueError(f"give one or more settings with distinct names, got {names}")
+    _check_resumable(output, cv, settings)
     folders = write_folds(beir_folder, output / "folds", cv)
     per_query: dict[str, dict[str, float]] = {s.name: {} for s in settings}
     fold_means: dict[str, list[float]] = {s.name: [] for s in settings}
@@ -194,6 +195,34 @@ def cross_validate(
     }
     write_results(output / "cv.json", results, cv)
     return results
+
+
+def _check_resumable(output: Path, cv: CrossValidation, settings: Sequence[Setting]) -> None:
+    """A run resumes only what it would compute again: the folds and each setting's records were
+    made under ``output/cv-settings.json``; other cross-validation settings, or a setting of the
+    same name that changed, are refused rather than mixed in."""
+    path = output / "cv-settings.json"
+    wanted = {"cross_validation": dict(cv.__dict__)}
+    if path.is_file():
+        made = json.loads(path.read_text(encoding="utf-8"))
+        if made.get("cross_validation") != wanted["cross_validation"]:
+            raise ValueError(
+                f"{output} holds a cross-validation made with {made.get('cross_validation')}, not "
+                f"{wanted['cross_validation']}: give another --output, or delete it to start again"
+            )
+        for s in settings:
+            before = made.get("settings", {}).get(s.name)
+            if before is not None and before != json.loads(json.dumps(s.to_dict())):
+                raise ValueError(
+                    f"{output}: setting {s.name!r} was {before} there and is {s.to_dict()} now; "
+                    f"rename it, or delete {output / s.name} to score it again"
+                )
+    else:
+        made = {"settings": {}}
+    recorded = {**made.get("settings", {}), **{s.name: s.to_dict() for s in settings}}
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({**wanted, "settings": recorded}, indent=1), encoding="utf-8")
 
 
 def _by_training(settings: Sequence[Setting]) -> list[list[Setting]]:
