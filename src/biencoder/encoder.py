@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from torch import Tensor, nn
 
 from biencoder import similarity as sim
 from biencoder.atomic import atomic_dir
+from biencoder.batching import encode_in_batches
 from biencoder.modules import Dense, Normalize, Pooling, Transformer
 from biencoder.modules.errors import ModelFolderError
 from biencoder.modules.transformer import TokenizedTexts
-from biencoder.progress import track
 from biencoder.protocol import TokenBatch, check_texts
 from biencoder.resolve import resolve_model_path
 
@@ -189,29 +188,20 @@ class SentenceEncoder(nn.Module):
         show_progress: bool | None,
         prompt_length: int | None,
     ) -> NDArray[np.float32]:
-        n = len(tokens.ids)
-        out = np.empty((n, self.dimension), dtype=np.float32)
-        if n == 0:
-            return out
         if self.training:
             self.eval()
-        lengths = np.fromiter((len(x) for x in tokens.ids), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")  # longest first: less padding per batch
-        starts = range(0, n, batch_size)
-        if show_progress is None:
-            show_progress = sys.stderr.isatty() and len(starts) > 1
         device = self.device
-        sizes = lambda start: min(batch_size, n - start)  # noqa: E731
-        for start in track(starts, "Encoding", "text", total=n, show=show_progress, weight=sizes):
-            rows = order[start : start + batch_size]
+
+        def run(rows: NDArray[np.int64]) -> NDArray[np.float32]:
             features = {k: v.to(device) for k, v in self.transformer.collate(tokens, rows).items()}
             if prompt_length is not None:
                 features["prompt_length"] = torch.tensor(prompt_length)
             emb = self.forward(features, skip_normalize=normalize is False)["sentence_embedding"]
             if normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            out[rows] = emb.float().cpu().numpy()
-        return out
+            return emb.float().cpu().numpy()
+
+        return encode_in_batches(tokens, self.dimension, run, batch_size, show_progress=show_progress)
 
     def _prompt_length(self, prompt: str) -> int:
         # Tokens of the prompt without its closing special token, as sentence-transformers counts.

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from biencoder.batching import length_sorted_batches
 from biencoder.runtime.export import ExportConfig, FidelityError, export
-from biencoder.runtime.onnx_encoder import OnnxEncoder, RuntimeSettings, length_sorted_batches
+from biencoder.runtime.onnx_encoder import OnnxEncoder, RuntimeSettings
 from biencoder.runtime.quantize import Int8Recipe
 from biencoder.runtime.tokenizer import TextTokenizer
 from tests.numerics import CROSS_RUNTIME_ATOL

@@ -7,10 +7,10 @@ and pools / normalises in numpy as the folder's modules say.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from biencoder import similarity as sim
-from biencoder.progress import track
+from biencoder.batching import encode_in_batches
 from biencoder.protocol import TokenBatch, check_texts
 from biencoder.resolve import resolve_model_path
 from biencoder.runtime.pooling import Head, load_head
@@ -201,16 +201,11 @@ class OnnxEncoder:
         """[n, dim] embeddings of already tokenised texts, run in length-sorted calls."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        out = np.empty((len(tokens.ids), self.dimension), dtype=np.float32)
-        if not tokens.ids:
-            return out
         rows_per_call = min(batch_size, self.settings.run_rows)
-        batches = list(length_sorted_batches(tokens, rows_per_call, self.settings.run_tokens))
-        if show_progress is None:
-            show_progress = sys.stderr.isatty() and len(batches) > 1
-        for rows in track(batches, "Encoding", "text", total=len(tokens.ids), show=show_progress, weight=len):
-            out[rows] = self.forward_rows(tokens, rows, normalize)
-        return out
+        run = functools.partial(self.forward_rows, tokens, normalize=normalize)
+        return encode_in_batches(
+            tokens, self.dimension, run, rows_per_call, self.settings.run_tokens, show_progress
+        )
 
     def forward_rows(
         self, tokens: TokenBatch, rows: NDArray[np.int64], normalize: bool | None = None
@@ -235,24 +230,6 @@ class OnnxEncoder:
 
     def __repr__(self) -> str:
         return f"OnnxEncoder({self.path}, dim={self.dimension}, max_seq_length={self.max_seq_length})"
-
-
-def length_sorted_batches(
-    tokens: TokenBatch, batch_size: int, max_tokens: int | None = None
-) -> Iterator[NDArray[np.int64]]:
-    """Row indices in batches of similar length, longest first: little padding per batch.
-
-    With ``max_tokens`` a batch also holds at most that many padded tokens (at least one row).
-    """
-    lengths = np.fromiter((len(x) for x in tokens.ids), dtype=np.int64, count=len(tokens.ids))
-    order = np.argsort(-lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        rows = batch_size
-        if max_tokens is not None:
-            rows = min(rows, max(1, max_tokens // max(1, int(lengths[order[start]]))))
-        yield order[start : start + rows]
-        start += rows
 
 
 def make_session(graph: Path, settings: RuntimeSettings) -> Any:
