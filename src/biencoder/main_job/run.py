@@ -167,7 +167,7 @@ def _improved_arm(
     results = evaluate_all(_load(folder, settings), evaluators, "improved recipe")
     results = merge_hybrid(results, evaluators)
     seconds[
-        "improved recipe: " + ("the card's fine-tune, " if reused else "fine-tuning, ") + "evaluation"
+        "improved recipe: " + ("the card's fine-tune, evaluation" if reused else "fine-tuning and evaluation")
     ] = time.perf_counter() - t0
     _record_results(folder / "README.md", results)
     return {"results": results, "setting": setting, "train": train_result, "path": folder, "reused": reused}
