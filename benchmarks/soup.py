@@ -2,7 +2,8 @@
 with the base model at fixed alphas (WiSE-FT). Each is scored by the main job's evaluators
 (SciFact test, TREC DL19-mini, STSb test; ONNX runtime as the main job) and paired per query on
 SciFact test against every seed's card recipe and every seed's fine-tune of the same arm (the
-soup's scores repeated per seed: 900 pairs for 3 seeds). With --per-seed, each seed's fine-tune
+soup's scores repeated per seed: 900 pairs for 3 seeds; and, with no repeated scores, against the
+seeds' per-query mean: 300 pairs). With --per-seed, each seed's fine-tune
 merged with the base at the same alphas (what one run of the main job could afford), paired with
 its own seed's card recipe.
 
@@ -130,12 +131,20 @@ def summarise(reports: dict[int, dict[str, Any]], arm_name: str, scored: dict[st
                 mine = by_seed[str(seed)]["per_query_scifact_ndcg@10"]
                 a |= {f"{seed}/{q}": v for q, v in r["per_query_scifact_ndcg@10"][against].items()}
                 b |= {f"{seed}/{q}": mine[q] for q in r["per_query_scifact_ndcg@10"][against]}
-            p = compare(a, b)
-            lines.append(
-                f"| {name} vs {against} ({len(a)} pairs) | {p.wins} | {p.ties} | {p.losses} "
-                f"| {p.mean_difference:+.4f} | {p.p_value:.4f} |"
-            )
+            lines.append(_row(f"{name} vs {against} ({len(a)} pairs)", compare(a, b)))
+            if len({e["path"] for e in by_seed.values()}) == 1:
+                # one model for every seed: the pairs above repeat its scores, so also test it
+                # against the seeds' per-query mean (one pair a query, no repeated scores)
+                mine = next(iter(by_seed.values()))["per_query_scifact_ndcg@10"]
+                runs = [r["per_query_scifact_ndcg@10"][against] for r in reports.values()]
+                mean = {q: statistics.fmean(run[q] for run in runs) for q in runs[0]}
+                label = f"{name} vs {against}, seeds' per-query mean ({len(mean)} pairs)"
+                lines.append(_row(label, compare(mean, {q: mine[q] for q in mean})))
     return "\n".join(lines) + "\n"
+
+
+def _row(label: str, p: Any) -> str:
+    return f"| {label} | {p.wins} | {p.ties} | {p.losses} | {p.mean_difference:+.4f} | {p.p_value:.4f} |"
 
 
 if __name__ == "__main__":
