@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from biencoder.evaluation.base import Evaluator
 from biencoder.evaluation.paired import compare
 from biencoder.evaluation.suite import evaluate_all
 from biencoder.evaluation.tasks import TaskOptions, build_tasks
@@ -33,9 +34,10 @@ ARM_FOLDERS = {"card": ("model", "card recipe"), "improved": ("improved/model", 
 ROWS = (("scifact", "ndcg@10"), ("trec-dl19", "ndcg@10"), ("stsb", "spearman"))
 
 
-def evaluate(folder: Path, data: str) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def evaluate(
+    folder: Path, evaluators: list[Evaluator]
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """The main job's tasks on ``folder``; and SciFact test nDCG@10 per query."""
-    evaluators = build_tasks(TASK_NAMES, data, TaskOptions())
     results = evaluate_all(load_encoder(folder, "onnx"), evaluators, folder.name)
     scifact = evaluators[TASK_NAMES.index("scifact")]
     per_query = {q: m["ndcg@10"] for q, m in getattr(scifact, "last_per_query", {}).items()}
@@ -93,11 +95,12 @@ def main() -> None:
                 for s, m in zip(args.seeds, models, strict=True)
             }
 
+    evaluators = build_tasks(TASK_NAMES, args.data, TaskOptions())  # the data read once
     evaluated: dict[Path, dict[str, Any]] = {}
     for paths in candidates.values():
         for path in paths.values():
             if path not in evaluated:
-                results, per_query = evaluate(path, args.data)
+                results, per_query = evaluate(path, evaluators)
                 evaluated[path] = {"results": results, "per_query_scifact_ndcg@10": per_query}
     scored = {
         name: {str(seed): {"path": str(path), **evaluated[path]} for seed, path in paths.items()}

@@ -20,6 +20,7 @@ stopped; ``output/cv.json`` holds every setting's per-query scores, so the tests
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -202,13 +203,14 @@ def _check_resumable(output: Path, cv: CrossValidation, settings: Sequence[Setti
     made under ``output/cv-settings.json``; other cross-validation settings, or a setting of the
     same name that changed, are refused rather than mixed in."""
     path = output / "cv-settings.json"
-    wanted = {"cross_validation": dict(cv.__dict__)}
+    folds = dataclasses.asdict(cv)
+    made: dict[str, Any] = {"settings": {}}
     if path.is_file():
         made = json.loads(path.read_text(encoding="utf-8"))
-        if made.get("cross_validation") != wanted["cross_validation"]:
+        if made.get("cross_validation") != folds:
             raise ValueError(
                 f"{output} holds a cross-validation made with {made.get('cross_validation')}, not "
-                f"{wanted['cross_validation']}: give another --output, or delete it to start again"
+                f"{folds}: give another --output, or delete it to start again"
             )
         for s in settings:
             before = made.get("settings", {}).get(s.name)
@@ -217,12 +219,12 @@ def _check_resumable(output: Path, cv: CrossValidation, settings: Sequence[Setti
                     f"{output}: setting {s.name!r} was {before} there and is {s.to_dict()} now; "
                     f"rename it, or delete {output / s.name} to score it again"
                 )
-    else:
-        made = {"settings": {}}
     recorded = {**made.get("settings", {}), **{s.name: s.to_dict() for s in settings}}
     output.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({**wanted, "settings": recorded}, indent=1), encoding="utf-8")
+        tmp.write_text(
+            json.dumps({"cross_validation": folds, "settings": recorded}, indent=1), encoding="utf-8"
+        )
 
 
 def _by_training(settings: Sequence[Setting]) -> list[list[Setting]]:
