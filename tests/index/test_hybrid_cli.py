@@ -249,3 +249,39 @@ def test_the_flags_choices_are_the_enums() -> None:
 
     assert tuple(m.value for m in SearchMode) == MODES
     assert tuple(f.value for f in Fusion) == FUSIONS
+
+
+def test_index_lexical_decides_the_fusion_as_the_library_does(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from biencoder import SentenceEncoder
+    from biencoder.index.persist import read_fusion_record
+
+    rng = random.Random(1)
+    rows = [
+        {"_id": f"d{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(9, 14)))}
+        for i in range(40)
+    ]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["-q", "index", "--model", str(tiny_model_dir), "--corpus", str(corpus), "--device", "cpu"]
+    out = tmp_path / "store"
+    assert main([*argv, "--output", str(out), "--lexical", "--shard-size", "7", "--fusion-probes", "20"]) == 0
+    record = read_fusion_record(out)
+    assert record is not None and record.source == "chosen" and record.evidence is not None
+    assert record.evidence["probes"] == 20 and record.evidence["docs"] == 40
+    encoder = SentenceEncoder.load(tiny_model_dir, device="cpu")
+    again = Index.load(out, encoder=encoder).choose_fusion(probes=20)  # the stored vectors, not the shards
+    assert (again.alpha, again.adaptive) == (record.alpha, record.adaptive)
+    assert again.evidence is not None and again.evidence["mrr"] == record.evidence["mrr"]
+    capsys.readouterr()
+    search = ["-q", "search", "--index", str(out), "--device", "cpu", "-k", "3", "--explain"]
+    assert main([*search, "cat dog"]) == 0
+    explained = capsys.readouterr().err
+    assert "the label-free decision made at build" in explained and record.evidence["reason"] in explained
+    assert main([*search, "--alpha", "0.4", "cat dog"]) == 0
+    assert "alpha 0.4" in capsys.readouterr().err
+    assert main([*argv, "--output", str(tmp_path / "none"), "--lexical", "--fusion-probes", "0"]) == 0
+    assert read_fusion_record(tmp_path / "none") is None
+    assert main([*search[:3], str(tmp_path / "none"), *search[4:], "cat dog"]) == 0
+    assert "the library default" in capsys.readouterr().err

@@ -214,32 +214,40 @@ def test_lexical_modes_on_an_index_without_a_lexical_part_are_400(dense_client: 
 def test_info_tells_the_modes_and_the_tuned_alpha(
     lexical_client: Any, dense_client: Any, served: Any, stores: dict[str, Path], tmp_path: Path
 ) -> None:
-    from biencoder.index.persist import write_fusion_record
+    from biencoder.index.persist import read_fusion_record, write_fusion_record
 
     info = lexical_client.get("/info").json()
     s.Info.model_validate(info)
-    assert info["search"] == {
+    chosen = read_fusion_record(stores["lexical"])  # `biencoder index --lexical` decided it
+    assert chosen is not None and chosen.source == "chosen" and chosen.evidence is not None
+    search = info["search"]
+    assert {k: search[k] for k in ("modes", "default_mode", "has_lexical", "fusion_alpha")} == {
         "modes": ["dense", "lexical", "hybrid"],
         "default_mode": "hybrid",
         "has_lexical": True,
-        "fusion_alpha": None,
+        "fusion_alpha": chosen.alpha,
     }
+    assert search["fusion"]["source"] == "chosen" and search["fusion"]["reason"] == chosen.evidence["reason"]
+    assert search["fusion"]["evidence"]["probes"] == chosen.evidence["probes"]
     assert dense_client.get("/info").json()["search"] == {
         "modes": ["dense"],
         "default_mode": "dense",
         "has_lexical": False,
         "fusion_alpha": None,
+        "fusion": None,
     }
     tuned = tmp_path / "tuned"
     shutil.copytree(stores["lexical"], tuned)
     write_fusion_record(tuned, FusionRecord(alpha=0.25, grid=(0.25, 0.5)))
     with _client(served, Index.load(tuned)) as client:
-        assert client.get("/info").json()["search"]["fusion_alpha"] == 0.25
+        tuned_info = client.get("/info").json()["search"]
+        assert tuned_info["fusion_alpha"] == 0.25 and tuned_info["fusion"]["source"] == "tuned"
+        assert tuned_info["fusion"]["evidence"]["grid"] == [0.25, 0.5]
         body = client.post("/v1/search", json={"queries": QUERIES[:2]}).json()  # default: the record's
         vectors = _served_vectors(client, QUERIES[:2])
     want = Index.load(tuned).search(vectors, 10, query_texts=QUERIES[:2])
-    untuned = Index.load(stores["lexical"]).search(vectors, 10, query_texts=QUERIES[:2])
-    assert body["mode"] == want.mode == "hybrid" and want.scores != untuned.scores
+    chosen_result = Index.load(stores["lexical"]).search(vectors, 10, query_texts=QUERIES[:2])
+    assert body["mode"] == want.mode == "hybrid" and want.scores != chosen_result.scores
     assert [_without_text(d["hits"]) for d in body["data"]] == [want.hits(n) for n in range(2)]
 
 

@@ -236,3 +236,46 @@ def test_cli_index_lexical_then_search_hybrid(
     bad = ["-q", "index", "--corpus", str(corpus), "--output", str(tmp_path / "x"), "--backend", backend]
     assert main([*bad, "--model", str(tiny_model_dir), "--lexical", "--bm25-k1", "1.2", *extra]) == 1
     assert "--bm25-k1 set up the memory backend's BM25" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_fusion_decision_uses_the_stores_own_rankers(
+    backend: str, scifact: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The vectors are random, so dense finds no probe's target; each database's full-text side
+    does (an abstract's other sentences share its terms), and the decision must show it: a min-max
+    hybrid, weighed on the database's own lists, in a scratch store that is gone afterwards."""
+    import zlib
+
+    from biencoder.stores.build import choose_store_fusion
+
+    dsn = _dsn(backend, request)
+    spec = StoreSpec(backend=backend, dsn=dsn, lexical=LexicalConfig(), table="lex_decide")
+
+    def encode(texts: list[str]) -> Any:
+        rows = [np.random.default_rng(zlib.crc32(t.encode())).standard_normal(DIM) for t in texts]
+        return np.asarray(rows, dtype=np.float32)
+
+    record = choose_store_fusion(
+        spec, scifact["texts"], lambda rows: scifact["x"][rows], encode, dimension=DIM, probes=60
+    )
+    assert record.source == "chosen" and record.normalization == "minmax" and not record.adaptive
+    assert record.evidence is not None and record.evidence["probes"] == 60
+    assert record.alpha < 1.0 and record.evidence["mrr"][record.evidence["choice"]] > 0.3
+    assert record.evidence["dense_mrr"] < 0.1
+    if backend == "pgvector":
+        import psycopg
+
+        with psycopg.connect(dsn) as conn:
+            left = conn.execute("SELECT to_regclass('lex_decide__probe')").fetchone()
+        assert left == (None,)
+    store = _build(backend, tmp_path / "store", scifact, dsn)
+    store.set_fusion(record)
+    reopened = open_store(tmp_path / "store", dsn=dsn)
+    assert reopened.fusion_record == record  # type: ignore[attr-defined]
+    got = reopened.search(scifact["q"], 10, query_texts=scifact["queries"], candidates=50)
+    for n, (ids, _) in enumerate(_by_hand(reopened, scifact, 50, alpha=record.alpha, normalization="minmax")):
+        assert got.ids[n] == ids
+    if backend == "pgvector":
+        store.close()  # type: ignore[attr-defined]
+        reopened.close()  # type: ignore[attr-defined]

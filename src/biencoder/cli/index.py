@@ -95,6 +95,15 @@ def register(sub: Any) -> None:
     lex.add_argument("--lexical-stopwords", help="stop-word list: en, de, ..., or none (default: en)")
     lex.add_argument("--bm25-k1", type=float, help="BM25 term-frequency saturation, > 0 (default: 1.5)")
     lex.add_argument("--bm25-b", type=float, help="BM25 length normalisation, in [0, 1] (default: 0.75)")
+    lex.add_argument(
+        "--fusion-probes",
+        type=int,
+        default=256,
+        metavar="N",
+        help="hybrid search's default fusion is decided without labels on N probes cut from the "
+        "corpus (kept in fusion.json; see biencoder.index.fusion_choice); 0: no decision, the "
+        "untuned default (default: 256)",
+    )
     db = p.add_argument_group("database backends")
     db.add_argument("--dsn", help="pgvector: PostgreSQL connection (default: $BIENCODER_PG_DSN)")
     db.add_argument("--table", default="vectors", help="table name (lancedb, pgvector)")
@@ -109,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shard_size < 1 or args.batch_size < 1:
         raise ValueError("--shard-size and --batch-size must be positive")
+    if args.fusion_probes < 0:
+        raise ValueError(f"--fusion-probes must be 0 (no decision) or positive, got {args.fusion_probes}")
     lexical = _lexical_config(args)
     spec = StoreSpec(
         backend=args.backend,
@@ -165,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
             yield ids[part], vectors, texts[part] if keep else None
 
     times = build_store(spec, output, batches(), dimension=model.dimension, model_name=model_name)
+    if lexical is not None and args.fusion_probes > 0:
+        _choose_fusion(spec, output, model, texts, work, args)
     shutil.rmtree(work, ignore_errors=True)
     logger.info(
         "indexed %d texts from %s into %s (%s, %s): ingest %.1f s, index %.1f s",
@@ -177,6 +190,36 @@ def run(args: argparse.Namespace) -> int:
         times["index_s"],
     )
     return 0
+
+
+def _choose_fusion(
+    spec: StoreSpec, output: Path, model: Any, texts: list[str], work: Path, args: argparse.Namespace
+) -> None:
+    """Decide hybrid search's default fusion on probes cut from the corpus, with the built
+    store's backend, and record it in the folder (``fusion.json``; ``tune-fusion`` overrides it)."""
+    import numpy as np
+
+    from biencoder.index.persist import write_fusion_file
+    from biencoder.stores.build import choose_store_fusion
+
+    def vectors_of(rows: Any) -> Any:
+        out = np.zeros((len(rows), model.dimension), dtype=np.float32)
+        shard = np.asarray(rows) // args.shard_size
+        for n in np.unique(shard):
+            vectors = np.load(work / f"shard_{n:05d}.npy", mmap_mode="r")
+            picked = shard == n
+            out[picked] = vectors[np.asarray(rows)[picked] - n * args.shard_size]
+        return out
+
+    def encode(batch: list[str]) -> Any:
+        return model.encode(batch, batch_size=args.batch_size, show_progress=False)
+
+    record = choose_store_fusion(
+        spec, texts, vectors_of, encode, dimension=model.dimension, probes=args.fusion_probes
+    )
+    write_fusion_file(output, record)
+    evidence = record.evidence or {}
+    logger.info("hybrid fusion chosen in %.1f s: %s", evidence.get("seconds", 0.0), evidence.get("reason"))
 
 
 def _lexical_config(args: argparse.Namespace) -> LexicalConfig | None:

@@ -68,6 +68,12 @@ def register(sub: Any) -> None:
     p.add_argument("--nprobes", type=int, help="lancedb IVF: partitions searched (default: the store's)")
     p.add_argument("--dsn", help="pgvector: PostgreSQL connection (default: $BIENCODER_PG_DSN)")
     p.add_argument("--json", action="store_true", help="print the single query's result as JSON")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="say how the search ranks: the mode and, for hybrid, the fusion, where it came from "
+        "(the flags, the index's fusion.json: chosen at build or tuned, or the library default) and why",
+    )
     hybrid = p.add_argument_group("search modes (lexical and hybrid: an index built with --lexical)")
     hybrid.add_argument(
         "--mode", choices=MODES, help="default: hybrid where the index has a lexical part, else dense"
@@ -121,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         candidates=args.candidates or DEFAULT_CANDIDATES,
     )
+    if args.explain:
+        print(explain(store, plan, args), file=sys.stderr)
     encoder = _load_encoder(args, path, store) if plan.encodes else None  # lexical: no model to load
     searcher = _Searcher(store, plan, encoder, args.k, opts, args.batch_size)
     if args.query is not None:
@@ -133,6 +141,59 @@ def run(args: argparse.Namespace) -> int:
         raise DataFormatError(f"{args.queries}: query {empty!r} is empty")
     _search_file(searcher, qids, texts, Path(args.output))
     return 0
+
+
+def explain(store: Any, plan: SearchPlan, args: argparse.Namespace) -> str:
+    """How a search in ``plan`` ranks over ``store``: lines for a person, on stderr."""
+    from dataclasses import replace
+
+    from biencoder.index.fusion import SearchMode
+    from biencoder.index.hybrid import SearchSettings
+    from biencoder.stores.hybrid import DATABASE_NORMALIZATION
+
+    if plan.mode is not SearchMode.HYBRID:
+        side = "embeddings only" if plan.mode is SearchMode.DENSE else "BM25 / full-text only"
+        return f"search: {plan.mode.value} ({side})"
+    record = getattr(store, "fusion_record", None)
+    settings = SearchSettings.resolve(
+        k=args.k,
+        mode=plan.mode,
+        fusion=args.fusion,
+        alpha=args.alpha,
+        normalization=None,
+        candidates=args.candidates or 1000,
+        has_lexical=True,
+        record=record,
+    )
+    if store.backend != "memory" and record is None:  # as biencoder.stores.hybrid.database_settings
+        settings = replace(settings, normalization=DATABASE_NORMALIZATION)
+    if settings.fusion.value == "rrf":
+        how = "reciprocal rank fusion"
+    else:
+        how = (
+            f"convex fusion, alpha {settings.alpha:g} ({settings.normalization.value} scores"
+            f"{', adaptive per query' if settings.adaptive else ''})"
+        )
+    lines = [f"search: hybrid, {how}"]
+    if args.fusion is not None or args.alpha is not None:
+        lines.append("  from: the flags given (--fusion / --alpha)")
+    elif record is None:
+        lines.append("  from: the library default (the index records no fusion: fusion.json)")
+    elif record.source == "chosen":
+        evidence = record.evidence or {}
+        lines.append(f"  from: the label-free decision made at build (fusion.json): {evidence.get('reason')}")
+        mrr = evidence.get("mrr") or {}
+        if mrr:
+            best = sorted(mrr.items(), key=lambda item: -item[1])[:3]
+            listed = ", ".join(f"{label} {value:.4f}" for label, value in best)
+            lines.append(f"  probe MRR@10: dense {evidence.get('dense_mrr', 0.0):.4f}; best {listed}")
+    else:
+        scored = f", cross-validated score {record.cv_score:.4f}" if record.cv_score is not None else ""
+        lines.append(
+            f"  from: tune-fusion on judged queries (fusion.json: {record.data}, split {record.split}"
+            f", {record.folds} folds{scored})"
+        )
+    return "\n".join(lines)
 
 
 def _load_encoder(args: argparse.Namespace, path: Path, store: Any) -> Any:

@@ -135,24 +135,40 @@ def _optional_positive(value: object, name: str) -> None:
         _positive(value, name)
 
 
+FUSION_SOURCES = ("tuned", "chosen")  # tune-fusion with judged queries; the label-free decision
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FusionRecord:
-    """A tuned hybrid-search setting kept with the index (``fusion.json``), and how it was chosen.
+    """The hybrid-search setting kept with the index (``fusion.json``), and how it was chosen.
 
-    ``alpha`` is the dense weight of convex fusion, picked from ``grid`` by ``cv_score`` (the
-    cross-validated metric) over ``folds`` folds of the ``split`` queries of ``data``.
+    ``source`` "tuned": ``alpha`` (the dense weight of convex fusion) was picked from ``grid`` by
+    ``cv_score`` (the cross-validated metric) over ``folds`` folds of the ``split`` queries of
+    ``data`` (``biencoder tune-fusion``). "chosen": the label-free decision made when the index
+    was built (:mod:`biencoder.index.fusion_choice`), with its ``evidence`` (probe counts, each
+    candidate's probe MRR@10, the reason). ``adaptive``: alpha moves per query
+    (:func:`~biencoder.index.fusion.adaptive_alpha`).
     """
 
     alpha: float
     fusion: str = "convex"
     normalization: str = "minmax"
+    adaptive: bool = False
+    source: str = "tuned"
     grid: tuple[float, ...] = ()
     split: str | None = None
     folds: int | None = None
     data: str | None = None
     cv_score: float | None = None
+    evidence: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.adaptive, bool):
+            raise ValueError(f"adaptive must be true or false, got {self.adaptive!r}")
+        if self.source not in FUSION_SOURCES:
+            raise ValueError(f"unknown fusion source {self.source!r}; valid: {', '.join(FUSION_SOURCES)}")
+        if self.evidence is not None and not isinstance(self.evidence, dict):
+            raise ValueError(f"evidence must be a mapping or None, got {self.evidence!r}")
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
         object.__setattr__(self, "fusion", Fusion.parse(self.fusion).value)
         object.__setattr__(self, "normalization", ScoreNormalization.parse(self.normalization).value)

@@ -226,6 +226,16 @@ class Index:
             raise TypeError(f"record must be a FusionRecord or None, got {type(record).__name__}")
         self._fusion = record
 
+    def choose_fusion(self, **options: Any) -> FusionRecord:
+        """Decide this index's hybrid fusion without labels from probes cut out of its own texts
+        (:func:`biencoder.index.fusion_choice.choose_index_fusion`, which takes ``options``), and
+        record it (``set_fusion``; saved as ``fusion.json``). Needs the lexical part and an encoder."""
+        from biencoder.index.fusion_choice import choose_index_fusion
+
+        record = choose_index_fusion(self, **options)
+        self.set_fusion(record)
+        return record
+
     def remove(self, ids: str | int | Sequence[str | int]) -> None:
         """Remove ids; all must be present (KeyError names those that are not)."""
         id_list = [str(ids)] if isinstance(ids, str | int) else [str(i) for i in ids]

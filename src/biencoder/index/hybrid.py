@@ -70,16 +70,18 @@ class SearchSettings:
         adaptive: object = None,
     ) -> SearchSettings:
         """Check and default: mode None is hybrid with a lexical part, else dense; fusion,
-        normalization and alpha None take the tuned ``record``'s, else convex, calibrated,
-        ``DEFAULT_ALPHA``; ``adaptive`` None is on only for the untuned default (no record,
-        no alpha and no normalization given), since a tuned or chosen alpha means that weight."""
+        normalization and alpha None take the ``record``'s (tuned or chosen), else convex,
+        calibrated, ``DEFAULT_ALPHA``; ``adaptive`` None is the record's when neither alpha nor
+        normalization is given, else on only for the untuned default (no record), since an
+        alpha the caller gives means that weight."""
         k, candidates = _positive(k, "k"), _positive(candidates, "candidates")
         if mode is None:
             search_mode = SearchMode.HYBRID if has_lexical else SearchMode.DENSE
         else:
             search_mode = SearchMode.parse(str(mode))
         fuse = Fusion.parse(str(fusion if fusion is not None else record.fusion if record else "convex"))
-        untuned = record is None and alpha is None and normalization is None
+        own = alpha is None and normalization is None  # the record's (or the default's) setting
+        default_adaptive = (record.adaptive if record is not None else True) if own else False
         if normalization is not None:
             norm = normalization
         else:
@@ -97,7 +99,7 @@ class SearchSettings:
             fusion=fuse,
             alpha=check_alpha(alpha),
             normalization=ScoreNormalization.parse(str(norm)),
-            adaptive=untuned if adaptive is None else adaptive,
+            adaptive=default_adaptive if adaptive is None else adaptive,
             k=k,
             candidates=candidates,
         )

@@ -155,7 +155,7 @@ def _write_fusion(path: Path, record: FusionRecord) -> None:
 
 
 def read_fusion_record(folder: str | Path) -> FusionRecord | None:
-    """The tuned fusion setting of an index folder (``fusion.json``), None if it has none."""
+    """The fusion setting of a store folder (``fusion.json``: tuned or chosen), None if it has none."""
     path = Path(folder) / FUSION_FILE
     if not path.is_file():
         return None
@@ -168,12 +168,21 @@ def read_fusion_record(folder: str | Path) -> FusionRecord | None:
         raise IndexFormatError(f"{path}: bad fusion record ({exc})") from None
 
 
+def write_fusion_file(folder: str | Path, record: FusionRecord | None) -> None:
+    """``fusion.json`` in ``folder`` rewritten alone, atomically (None: removed); any store folder."""
+    path = Path(folder) / FUSION_FILE
+    if record is None:
+        path.unlink(missing_ok=True)
+        return
+    with atomic_file(path) as tmp:
+        _write_fusion(tmp, record)
+
+
 def write_fusion_record(folder: str | Path, record: FusionRecord) -> None:
-    """Set the tuned fusion of an existing index folder: rewrites ``fusion.json`` alone, atomically."""
+    """Set the fusion of an existing index folder: rewrites ``fusion.json`` alone, atomically."""
     folder = Path(folder)
     storage.read_manifest(folder)  # an index folder, whole
-    with atomic_file(folder / FUSION_FILE) as tmp:
-        _write_fusion(tmp, record)
+    write_fusion_file(folder, record)
     logger.info(
         "fusion alpha %.3f (%s, %s) recorded in %s", record.alpha, record.fusion, record.normalization, folder
     )

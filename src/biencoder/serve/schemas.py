@@ -9,7 +9,7 @@ not know (OpenAI's ignore them, as OpenAI does: its clients send extra fields).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -237,11 +237,28 @@ class TEIError(BaseModel):
     error_type: str
 
 
+class FusionInfo(BaseModel):
+    source: str = Field(description="chosen: the label-free decision at build; tuned: tune-fusion's")
+    fusion: Fusion
+    alpha: float = Field(description="the dense side's weight (1.0 with calibrated: the dense order)")
+    normalization: str
+    adaptive: bool = Field(description="whether alpha moves per query towards the surer side")
+    reason: str | None = Field(default=None, description="why the decision chose it")
+    evidence: dict[str, Any] | None = Field(
+        default=None, description="what it was chosen on: probes and each candidate's MRR@10, or the CV"
+    )
+
+
 class SearchInfo(BaseModel):
     modes: list[SearchMode] = Field(description="the modes /v1/search offers over this index")
     default_mode: SearchMode = Field(description="the mode of a request that names none")
     has_lexical: bool = Field(description="whether the index has a lexical (BM25) part")
-    fusion_alpha: float | None = Field(description="the index's tuned convex-fusion alpha, if any")
+    fusion_alpha: float | None = Field(
+        description="the convex-fusion alpha hybrid search defaults to, if the index records one"
+    )
+    fusion: FusionInfo | None = Field(
+        default=None, description="hybrid search's default fusion, as recorded with the index (fusion.json)"
+    )
 
 
 class Info(BaseModel):

@@ -260,9 +260,30 @@ def _search_info(index: Any) -> dict[str, Any] | None:
         return None
     lexical = bool(getattr(index, "has_lexical", False))
     modes = list(SearchMode) if lexical else [SearchMode.DENSE]
+    record = getattr(index, "fusion_record", None) if lexical else None
     return {
         "modes": [m.value for m in modes],
         "default_mode": plan_search(index, k=1).mode.value,
         "has_lexical": lexical,
-        "fusion_alpha": index.fusion_alpha if index.backend == "memory" else None,
+        "fusion_alpha": record.alpha if record is not None else None,
+        "fusion": fusion_info(record),
+    }
+
+
+def fusion_info(record: Any) -> dict[str, Any] | None:
+    """The recorded fusion (a :class:`~biencoder.index.FusionRecord`) as /info shows it."""
+    if record is None:
+        return None
+    evidence = dict(record.evidence or {})
+    if record.source == "tuned":
+        evidence.update(grid=list(record.grid), split=record.split, folds=record.folds, data=record.data)
+        evidence["cv_score"] = record.cv_score
+    return {
+        "source": record.source,
+        "fusion": record.fusion,
+        "alpha": record.alpha,
+        "normalization": record.normalization,
+        "adaptive": record.adaptive,
+        "reason": evidence.pop("reason", None),
+        "evidence": evidence,
     }

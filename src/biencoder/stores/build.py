@@ -8,12 +8,19 @@ so an interrupted build leaves the previous folder and table as they were.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from biencoder.atomic import atomic_dir
+from biencoder.index.config import FusionRecord
+from biencoder.index.fusion_choice import PROBES, choose_fusion
 from biencoder.index.lexical import LexicalConfig
 from biencoder.stores.contract import BACKENDS, DATABASE_METRICS, Batch, check_identifier
 
@@ -180,3 +187,45 @@ def _build_pgvector(
             "pgvector table %s of %d rows: COPY %.1f s, index %.1f s", spec.table, rows, ingest, index
         )
     return {"ingest_s": ingest, "index_s": index}
+
+
+def choose_store_fusion(
+    spec: StoreSpec,
+    texts: Sequence[str | None],
+    vectors_of: Callable[[NDArray[np.int64]], NDArray[np.float32]],
+    encode: Callable[[list[str]], NDArray[np.float32]],
+    *,
+    dimension: int,
+    probes: int = PROBES,
+) -> FusionRecord:
+    """The label-free fusion decision (:func:`biencoder.index.fusion_choice.choose_fusion`) for a
+    store of ``spec``'s backend over ``texts``: its probe corpus goes into a scratch store of that
+    backend (a temporary folder; on pgvector a ``__probe`` table, dropped after), so the decision
+    weighs the database's own lexical ranker, as its hybrid search will."""
+    scratch = replace(
+        spec, kind="exact", quantization="none", table=f"{spec.table[:48]}__probe", lance_uri=None
+    )
+    opened: list[Any] = []
+
+    def make_store(ids: list[str], vectors: NDArray[np.float32], rows: list[str]) -> Any:
+        from biencoder.stores.folder import open_store
+
+        if spec.backend == "memory":  # in memory: no folder to write
+            from biencoder.index import Index, IndexConfig
+
+            index = Index(dimension, config=IndexConfig(metric=spec.metric), lexical=spec.lexical)
+            index.add(ids, vectors, texts=rows)
+            return index
+        folder = Path(work) / "probe"
+        build_store(scratch, folder, [(ids, vectors, rows)], dimension=dimension, model_name=None)
+        opened.append(open_store(folder, dsn=spec.dsn, mmap=False))
+        return opened[-1]
+
+    with tempfile.TemporaryDirectory(prefix="biencoder-probes-") as work:
+        try:
+            return choose_fusion(texts, vectors_of, encode, make_store, probes=probes)
+        finally:
+            for store in opened:
+                if spec.backend == "pgvector":
+                    store.drop()
+                    store.close()

@@ -23,9 +23,10 @@ from numpy.typing import NDArray
 
 from biencoder import similarity as sim
 from biencoder.atomic import atomic_file
-from biencoder.index.config import SearchResult
+from biencoder.index.config import FusionRecord, SearchResult
 from biencoder.index.fusion import DEFAULT_CANDIDATES, SearchMode
 from biencoder.index.hybrid import NO_LEXICAL_PART, SearchSettings, row_words
+from biencoder.index.persist import read_fusion_record, write_fusion_file
 from biencoder.protocol import Encoder
 
 STORE_FILE = "store.json"
@@ -138,7 +139,7 @@ def plan_search(
         normalization=None,
         candidates=candidates,
         has_lexical=lexical,
-        record=getattr(store, "fusion_record", None) if memory else None,
+        record=getattr(store, "fusion_record", None),
     )
     if not lexical:
         return SearchPlan(mode=settings.mode)
@@ -301,6 +302,14 @@ class ManifestStore:
         self.folder = folder
         self.manifest = manifest
         self.encoder = encoder
+        self.fusion_record: FusionRecord | None = read_fusion_record(folder)  # fusion.json, if any
+
+    def set_fusion(self, record: FusionRecord | None) -> None:
+        """Record the fusion hybrid search defaults to, in the folder's ``fusion.json`` (None: remove it)."""
+        if record is not None and not isinstance(record, FusionRecord):
+            raise TypeError(f"record must be a FusionRecord or None, got {type(record).__name__}")
+        write_fusion_file(self.folder, record)
+        self.fusion_record = record
 
     @classmethod
     def read_manifest(cls, folder: Path, encoder: Encoder | None) -> StoreManifest:

@@ -15,6 +15,11 @@ tokenizer and parameters. A scale borrowed from elsewhere would weigh the sides 
 each list is stretched over its own range instead. ``adaptive`` stays as
 :meth:`~biencoder.index.hybrid.SearchSettings.resolve` decides (on for the untuned default); a
 caller may still ask for ``zscore`` (``calibrated`` then divides by 1: the raw score).
+
+A store built by ``biencoder index --lexical`` carries the label-free fusion decision in its
+``fusion.json`` (:mod:`biencoder.index.fusion_choice`), made with the database's own rankers over
+min-max candidates: it keeps the dense order unless the probes show the database's lexical side
+helps (pgvector's ``ts_rank_cd``, without idf, seldom does).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from biencoder.index.config import SearchResult
+from biencoder.index.config import FusionRecord, SearchResult
 from biencoder.index.fusion import ScoreNormalization, SearchMode
 from biencoder.index.hybrid import (
     SearchSettings,
@@ -58,9 +63,11 @@ def database_settings(
     normalization: object,
     candidates: object,
     adaptive: object,
+    record: FusionRecord | None = None,
 ) -> SearchSettings:
-    """:meth:`SearchSettings.resolve` for a database store (no tuned record), normalization
-    defaulting to min-max; lexical or hybrid without a lexical part is :class:`SearchNotOffered`."""
+    """:meth:`SearchSettings.resolve` for a database store: its ``record`` (``fusion.json``) if
+    any, else normalization defaulting to min-max; lexical or hybrid without a lexical part is
+    :class:`SearchNotOffered`."""
     requested = None if mode is None else SearchMode.parse(str(mode))
     if requested not in (None, SearchMode.DENSE) and not has_lexical:
         raise SearchNotOffered(NO_DATABASE_LEXICAL.format(backend=backend))
@@ -72,10 +79,10 @@ def database_settings(
         normalization=normalization,
         candidates=candidates,
         has_lexical=has_lexical,
-        record=None,
+        record=record,
         adaptive=adaptive,
     )
-    if normalization is None:
+    if normalization is None and record is None:
         settings = replace(settings, normalization=DATABASE_NORMALIZATION)
     return settings
 

@@ -245,6 +245,7 @@ class LanceStore(ManifestStore):
             normalization=normalization,
             candidates=candidates,
             adaptive=adaptive,
+            record=self.fusion_record,
         )
 
         def dense(q: Any, n: int) -> Candidates:

@@ -267,6 +267,7 @@ class PgVectorStore(ManifestStore):
             normalization=normalization,
             candidates=candidates,
             adaptive=adaptive,
+            record=self.fusion_record,
         )
 
         def dense(q: Any, n: int) -> Candidates:
