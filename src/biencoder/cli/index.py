@@ -10,6 +10,9 @@ assembled at the end and appears whole (see ``biencoder.stores.build``). ``--lex
 ``--corpus``) adds a lexical part over the same texts, for lexical and hybrid search: a BM25 part
 on the memory backend, the database's own full-text index on lancedb (its native FTS index) and
 pgvector (a generated tsvector column with a GIN index); the texts are then kept in the store too.
+Hybrid search's default fusion is then decided for the corpus without labels, on probes cut from
+its texts and searched with the store's own rankers, and kept in ``fusion.json`` with its evidence
+(:mod:`biencoder.index.fusion_choice`; ``--fusion-probes 0`` skips it).
 """
 
 from __future__ import annotations
