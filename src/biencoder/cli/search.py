@@ -145,28 +145,29 @@ def run(args: argparse.Namespace) -> int:
 
 def explain(store: Any, plan: SearchPlan, args: argparse.Namespace) -> str:
     """How a search in ``plan`` ranks over ``store``: lines for a person, on stderr."""
-    from dataclasses import replace
-
-    from biencoder.index.fusion import SearchMode
+    from biencoder.index.fusion import DEFAULT_CANDIDATES, SearchMode
     from biencoder.index.hybrid import SearchSettings
-    from biencoder.stores.hybrid import DATABASE_NORMALIZATION
+    from biencoder.stores.hybrid import database_settings
 
     if plan.mode is not SearchMode.HYBRID:
         side = "embeddings only" if plan.mode is SearchMode.DENSE else "BM25 / full-text only"
         return f"search: {plan.mode.value} ({side})"
     record = getattr(store, "fusion_record", None)
-    settings = SearchSettings.resolve(
-        k=args.k,
-        mode=plan.mode,
-        fusion=args.fusion,
-        alpha=args.alpha,
-        normalization=None,
-        candidates=args.candidates or 1000,
-        has_lexical=True,
-        record=record,
-    )
-    if store.backend != "memory" and record is None:  # as biencoder.stores.hybrid.database_settings
-        settings = replace(settings, normalization=DATABASE_NORMALIZATION)
+    choices: dict[str, Any] = {
+        "k": args.k,
+        "mode": plan.mode,
+        "fusion": args.fusion,
+        "alpha": args.alpha,
+        "normalization": None,
+        "candidates": args.candidates or DEFAULT_CANDIDATES,
+        "adaptive": None,
+        "has_lexical": True,
+        "record": record,
+    }
+    if store.backend == "memory":  # each store's search resolves its settings so
+        settings = SearchSettings.resolve(**choices)
+    else:
+        settings = database_settings(backend=store.backend, **choices)
     if settings.fusion.value == "rrf":
         how = "reciprocal rank fusion"
     else:
