@@ -19,8 +19,8 @@ def scifact_pairs(data_dir: Path) -> tuple[list[str], list[str], list[str]]:
 
     pairs = read_beir_pairs(data_dir / "scifact", "train")
     corpus = load_beir(data_dir / "scifact", "train").corpus
-    extra = list(corpus.values())[:200]  # a slice of the corpus besides the positives: a fast test
-    return pairs.anchors[:200], pairs.positives[:200], extra
+    extra = list(corpus.values())[:150]  # a slice of the corpus besides the positives: a fast test
+    return pairs.anchors[:150], pairs.positives[:150], extra
 
 
 @pytest.fixture(scope="module")
