@@ -11,9 +11,9 @@ from biencoder.encoder import SentenceEncoder
 from biencoder.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
-    _rows,
     multiple_negatives_ranking_loss,
 )
+from biencoder.losses.ranking import _rows
 from biencoder.modules.attention import use_chunked_attention
 from biencoder.modules.dropout import use_parallel_dropout
 

@@ -1,8 +1,6 @@
-"""MultipleNegativesRankingLoss (in-batch negatives, InfoNCE), its cached (GradCache) form, and
-GISTEmbedLoss (in-batch negatives that a guide model scores above the positive are masked).
+"""MultipleNegativesRankingLoss (in-batch negatives, InfoNCE) and its cached (GradCache) form.
 
-The maths is :func:`multiple_negatives_ranking_loss` / :func:`gist_embed_loss`, pure functions of
-embeddings. The
+The maths is :func:`multiple_negatives_ranking_loss`, a pure function of embeddings. The
 ``nn.Module`` wrappers embed the columns of a batch with a model and, for distributed training,
 gather embeddings from every process first (each anchor then sees the global batch).
 
@@ -15,31 +13,21 @@ the cached embedding gradients through it. Same gradients, memory bounded by the
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from biencoder.losses.common import (
+    SIMILARITIES,
+    Features,
+    Model,
+    _full_precision,
+    gather_with_grad,
+    similarity_matrix,
+)
 from biencoder.unpad import Buckets, Column, column_size, embed_column
-
-logger = logging.getLogger(__name__)
-
-SIMILARITIES = ("cosine", "dot")
-MARGIN_STRATEGIES = ("absolute", "relative")
-Features = dict[str, Tensor]
-Model = Callable[[Features], dict[str, Tensor]]
-
-
-def similarity_matrix(a: Tensor, b: Tensor, similarity: str = "cosine") -> Tensor:
-    """[n, m] pairwise similarities: cosine (sentence-transformers' cos_sim) or dot product."""
-    if similarity == "cosine":
-        a, b = F.normalize(a, p=2, dim=1), F.normalize(b, p=2, dim=1)
-    elif similarity != "dot":
-        raise ValueError(f"unknown similarity {similarity!r}; expected one of {SIMILARITIES}")
-    return a @ b.T
 
 
 def multiple_negatives_ranking_loss(
@@ -73,110 +61,6 @@ def multiple_negatives_ranking_loss(
     rows = torch.arange(batch, device=anchors.device)
     positive_scores = scores[rows, rows + offset]  # [b]
     return -(positive_scores - torch.logsumexp(scores, dim=1)).mean()
-
-
-def gist_embed_loss(
-    anchors: Tensor,
-    positives: Tensor,
-    negatives: Tensor | None,
-    guide_anchors: Tensor,
-    guide_positives: Tensor,
-    guide_negatives: Tensor | None = None,
-    temperature: float = 0.01,
-    *,
-    margin_strategy: str = "absolute",
-    margin: float = 0.0,
-    contrast_anchors: bool = True,
-    contrast_positives: bool = True,
-    offset: int = 0,
-) -> Tensor:
-    """GISTEmbed (Solatorio 2024): MNRL over cosine / ``temperature`` where every candidate that
-    the guide scores above the anchor's own positive (less the margin) is masked out.
-
-    Candidates of anchor i: all positives, then (``contrast_anchors``) the other anchors, then
-    (``contrast_positives``) the other positives seen from positive i, then the negatives [m, d].
-    ``margin_strategy`` "absolute" masks guide scores above ``s - margin``, "relative" above
-    ``s - |s| * margin``, s being the guide's anchor-positive score; the true positive is never
-    masked. ``offset``: as in :func:`multiple_negatives_ranking_loss` (gathered positives).
-    """
-    if margin_strategy not in MARGIN_STRATEGIES:
-        raise ValueError(f"unknown margin_strategy {margin_strategy!r}; expected one of {MARGIN_STRATEGIES}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if (negatives is None) != (guide_negatives is None):
-        raise ValueError("give negatives and guide_negatives together, or neither")
-    batch = anchors.shape[0]
-    if offset < 0 or offset + batch > positives.shape[0]:
-        raise ValueError(
-            f"{batch} anchors at offset {offset} need that many positives, got {positives.shape[0]}"
-        )
-    rows = torch.arange(batch, device=anchors.device)
-    guide_ap = similarity_matrix(guide_anchors, guide_positives)  # [b, B]
-    threshold = guide_ap[rows, rows + offset].unsqueeze(1)  # [b, 1]
-    limit = threshold - margin if margin_strategy == "absolute" else threshold - threshold.abs() * margin
-
-    def masked(scores: Tensor, guide: Tensor, keep: Tensor | None = None) -> Tensor:
-        drop = guide > limit
-        if keep is not None:
-            drop = drop & ~keep
-        return scores.masked_fill(drop, float("-inf"))
-
-    own_positive = torch.zeros_like(guide_ap, dtype=torch.bool)
-    own_positive[rows, rows + offset] = True
-    blocks = [masked(similarity_matrix(anchors, positives), guide_ap, keep=own_positive)]
-    if contrast_anchors:
-        aa = masked(similarity_matrix(anchors, anchors), similarity_matrix(guide_anchors, guide_anchors))
-        blocks.append(aa.masked_fill(torch.eye(batch, dtype=torch.bool, device=aa.device), float("-inf")))
-    if contrast_positives:
-        mine = slice(offset, offset + batch)
-        pp = masked(
-            similarity_matrix(positives[mine], positives),
-            similarity_matrix(guide_positives[mine], guide_positives),
-        )
-        blocks.append(pp.masked_fill(own_positive, float("-inf")))
-    if negatives is not None and guide_negatives is not None:
-        blocks.append(
-            masked(similarity_matrix(anchors, negatives), similarity_matrix(guide_anchors, guide_negatives))
-        )
-    scores = torch.cat(blocks, dim=1) / temperature  # [b, candidates]
-    return F.cross_entropy(scores, rows + offset)
-
-
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward sums every process's gradient for this process's rows."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        world, rank = dist.get_world_size(), dist.get_rank()
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather(parts, tensor.contiguous())
-        ctx.rows, ctx.rank = tensor.shape[0], rank
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        import torch.distributed as dist
-
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
-
-
-def gather_with_grad(tensor: Tensor) -> tuple[Tensor, int]:
-    """Concatenate ``tensor`` from every process (gradients flow back to each); returns (all, offset)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor, 0
-    return _GatherWithGrad.apply(tensor), dist.get_rank() * tensor.shape[0]
-
-
-def _full_precision(like: Tensor) -> torch.autocast:
-    """Autocast off: under bf16 autocast the scores are still float32. A bf16 cosine is off by up to
-    2^-8, which the scale of 20 turns into a 0.04 logit error on every pair."""
-    return torch.autocast(like.device.type, enabled=False)
 
 
 class MultipleNegativesRankingLoss(nn.Module):
@@ -340,88 +224,3 @@ class CachedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     @property
     def card_name(self) -> str:
         return "CachedMultipleNegativesRankingLoss"
-
-
-class GISTEmbedLoss(MultipleNegativesRankingLoss):
-    """(anchor, positive[, negative ...]) columns -> :func:`gist_embed_loss`, the guide embedding
-    the same tokens without gradients (it must share the model's tokenizer vocabulary)."""
-
-    def __init__(
-        self,
-        model: Model,
-        guide: nn.Module,
-        temperature: float = 0.01,
-        margin_strategy: str = "absolute",
-        margin: float = 0.0,
-        contrast_anchors: bool = True,
-        contrast_positives: bool = True,
-        gather_across_devices: bool = False,
-        guide_name: str | None = None,
-    ) -> None:
-        super().__init__(model, 1.0 / temperature, "cosine", gather_across_devices)
-        if margin_strategy not in MARGIN_STRATEGIES:
-            raise ValueError(
-                f"unknown margin_strategy {margin_strategy!r}; expected one of {MARGIN_STRATEGIES}"
-            )
-        self.guide = guide.eval().requires_grad_(False)
-        self.guide_name = guide_name or type(guide).__name__
-        self.temperature = temperature
-        self.margin_strategy = margin_strategy
-        self.margin = margin
-        self.contrast_anchors = contrast_anchors
-        self.contrast_positives = contrast_positives
-
-    def train(self, mode: bool = True) -> GISTEmbedLoss:
-        super().train(mode)
-        self.guide.eval()  # the guide never trains, nor drops out
-        return self
-
-    def forward(self, features: Sequence[Column]) -> Tensor:
-        if len(features) < 2:
-            raise ValueError(f"expected at least 2 columns (anchor, positive), got {len(features)}")
-        columns = [self.embed(f) for f in features]
-        with torch.no_grad():
-            guide = [embed_column(self.guide, f) for f in features]
-        return self.loss_from_columns(columns, guide)
-
-    def loss_from_columns(self, columns: Sequence[Tensor], guide: Sequence[Tensor]) -> Tensor:
-        (anchors, positives, *negatives), (g_anchors, g_positives, *g_negatives) = columns, guide
-        offset = 0
-        if self.gather_across_devices:
-            positives, offset = gather_with_grad(positives)
-            g_positives = gather_with_grad(g_positives)[0]
-            negatives = [gather_with_grad(n)[0] for n in negatives]
-            g_negatives = [gather_with_grad(n)[0] for n in g_negatives]
-
-        def cat(parts: list[Tensor]) -> Tensor | None:
-            return torch.cat(parts).float() if parts else None
-
-        with _full_precision(anchors):  # temperature 0.01: bf16 scores would be off by up to 0.4
-            return gist_embed_loss(
-                anchors.float(),
-                positives.float(),
-                cat(negatives),
-                g_anchors.float(),
-                g_positives.float(),
-                cat(g_negatives),
-                self.temperature,
-                margin_strategy=self.margin_strategy,
-                margin=self.margin,
-                contrast_anchors=self.contrast_anchors,
-                contrast_positives=self.contrast_positives,
-                offset=offset,
-            )
-
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "guide": self.guide_name,
-            "temperature": self.temperature,
-            "margin_strategy": self.margin_strategy,
-            "margin": self.margin,
-            "contrast_anchors": self.contrast_anchors,
-            "contrast_positives": self.contrast_positives,
-        }
-
-    @property
-    def card_name(self) -> str:
-        return "GISTEmbedLoss"
