@@ -68,3 +68,28 @@ def test_real_splits_are_disjoint_and_judged(name: str, data_dir: Path) -> None:
         assert all(data.qrels[q] and set(data.qrels[q]) <= set(data.corpus) for q in data.queries)
     if choose.corpus == report.corpus:  # one corpus, its queries halved: no query on both sides
         assert not set(choose.queries.values()) & set(report.queries.values())
+
+
+def test_wikiqa_articles_join_each_questions_candidates(tmp_path: Path) -> None:
+    from biencoder.data.wikiqa import load_wikiqa_articles
+
+    path = tmp_path / "train.tsv"
+    rows = [
+        ("who is a", "A is a cat .", "0"),
+        ("who is a", "A was born in 2000 .", "1"),
+        ("where is b", "B is a town .", "0"),
+        ("what is a", "A is a cat .", "0"),  # another question on the same article
+        ("what is a", "A was born in 2000 .", "0"),  # ... with no answer: no query
+        ("when was b", "B is a town .", "1"),
+    ]
+    path.write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    data = load_wikiqa_articles(path)
+    assert sorted(data.corpus.values()) == ["A is a cat . A was born in 2000 .", "B is a town ."]
+    doc_of = {t: d for d, t in data.corpus.items()}
+    qid_of = {t: q for q, t in data.queries.items()}
+    assert set(qid_of) == {"who is a", "when was b"}
+    assert data.qrels[qid_of["who is a"]] == {doc_of["A is a cat . A was born in 2000 ."]: 1}
+    assert data.qrels[qid_of["when was b"]] == {doc_of["B is a town ."]: 1}
+    path.write_text("who is a\tA is a cat .\t0\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="no question has a label-1 sentence"):
+        load_wikiqa_articles(path)

@@ -90,3 +90,36 @@ def load_wikiqa(path: str | Path) -> BeirDataset:
         sum(len(r) for r in qrels.values()),
     )
     return BeirDataset(corpus={d: text for text, d in sentence_ids.items()}, queries=judged, qrels=qrels)
+
+
+def load_wikiqa_articles(*paths: str | Path) -> BeirDataset:
+    """WikiQA at the article level: each question's candidate sentences, in file order, are the
+    summary paragraph of one Wikipedia article; the corpus is the distinct paragraphs of the files,
+    and a question's relevant document is the paragraph holding a label-1 sentence (grade 1).
+
+    Web queries against whole Wikipedia abstracts: an entity-search-like task, where BM25 matches
+    the article's name and dense matches the question's intent.
+    """
+    paragraph_ids: dict[str, str] = {}
+    question_ids: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for path in paths:
+        lines = read_wikiqa(path)
+        start = 0
+        for end in range(1, len(lines) + 1):
+            if end < len(lines) and lines[end].question == lines[start].question:
+                continue
+            run = lines[start:end]  # one question's candidates: one article's summary
+            paragraph = " ".join(line.sentence for line in run)
+            doc = paragraph_ids.setdefault(paragraph, f"a{len(paragraph_ids):05d}")
+            if any(line.label == 1 for line in run):
+                qid = question_ids.setdefault(run[0].question, f"q{len(question_ids):05d}")
+                qrels.setdefault(qid, {})[doc] = 1
+            start = end
+    if not qrels:
+        raise DataFormatError(f"{', '.join(map(str, paths))}: no question has a label-1 sentence")
+    return BeirDataset(
+        corpus={d: text for text, d in paragraph_ids.items()},
+        queries={q: text for text, q in question_ids.items()},
+        qrels=qrels,
+    )

@@ -7,21 +7,25 @@ documents are the second texts it is paired with positively. A text that is the 
 never a document of that query (:func:`pairs_as_retrieval` drops such a hit from the corpus only
 when it is the same string). Banking77 is a text against the other texts of its intent.
 
-=========== ======================================= ===================== =====================
-name        queries, corpus                         choose                report
-=========== ======================================= ===================== =====================
-scifact     claims, abstracts (BEIR)                train qrels           test qrels
-trec-dl19   DL19 queries, 5,000 MS MARCO passages   half of the queries   the other half
-wikiqa      questions, the split's sentences        dev                   test
-quora       a question, its duplicates' texts       half of the pairs     the other half
-snli        a premise, its entailed hypotheses      dev                   test
-mrpc        a sentence, its paraphrase              train                 test
-stsb        sentence 1, sentence 2 scored >= 4      train                 test
-banking77   a text, the other texts of its intent   train                 test
-=========== ======================================= ===================== =====================
+============= ======================================= ===================== =====================
+name          queries, corpus                         choose                report
+============= ======================================= ===================== =====================
+scifact       claims, abstracts (BEIR)                train qrels           test qrels
+trec-dl19     DL19 queries, 5,000 MS MARCO passages   half of the queries   the other half
+wikiqa        questions, the split's sentences        dev                   test
+wiki-articles questions, WikiQA's article summaries   train                 dev and test
+quora         a question, its duplicates' texts       half of the pairs     the other half
+snli          a premise, its entailed hypotheses      dev                   test
+mrpc          a sentence, its paraphrase              train                 test
+stsb          sentence 1, sentence 2 scored >= 4      train                 test
+banking77     a text, the other texts of its intent   train                 test
+============= ======================================= ===================== =====================
 
-Splits that come from one file (DL19's queries, Quora's pairs) are halved by a seeded shuffle of
-the queries (DL19) or of the distinct first texts (Quora), so no query is on both sides. Large
+WikiQA's candidate sentences for a question are one Wikipedia article's summary, in order: joined,
+they are the article's abstract (``wiki-articles``), web queries against whole abstracts, a task
+like entity search. Splits that come from one file (DL19's queries, Quora's pairs) are halved by a
+seeded shuffle of the queries (DL19) or of the distinct first texts (Quora), so no query is on both
+sides. Large
 splits keep a seeded sample of ``max_queries`` queries; the corpus stays whole.
 """
 
@@ -36,7 +40,7 @@ import numpy as np
 
 from biencoder.data import DataFormatError
 from biencoder.data.beir import BeirDataset, load_beir
-from biencoder.data.wikiqa import load_wikiqa
+from biencoder.data.wikiqa import load_wikiqa, load_wikiqa_articles
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +199,14 @@ def _wikiqa(path: Path, split: str, max_queries: int) -> BeirDataset:
     return _sample_queries(load_wikiqa(file), max_queries)
 
 
+def _wikiqa_articles(path: Path, split: str, max_queries: int) -> BeirDataset:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    names = ["train.tsv"] if split == "choose" else ["dev.tsv", "test.tsv"]
+    files = [_split_file(path, name, {name: name}) for name in names]
+    return _sample_queries(load_wikiqa_articles(*files), max_queries)
+
+
 def _quora(path: Path, split: str, max_queries: int) -> BeirDataset:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -237,6 +249,12 @@ TESTBED: dict[str, TestbedTask] = {
             load=_dl19,
         ),
         TestbedTask(name="wikiqa", path="wikiqa", description="WikiQA questions / sentences", load=_wikiqa),
+        TestbedTask(
+            name="wiki-articles",
+            path="wikiqa",
+            description="WikiQA questions / article summaries",
+            load=_wikiqa_articles,
+        ),
         TestbedTask(
             name="quora", path="quora-duplicates", description="Quora questions / duplicates", load=_quora
         ),
