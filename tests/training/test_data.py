@@ -240,3 +240,41 @@ def test_load_all_keeps_order_and_widths(tmp_path: Path) -> None:
     b = _write(tmp_path / "b.csv", _rows(("query", "passage")))  # type: ignore[arg-type]
     found = load_all([a, b])
     assert [d.name for d in found] == ["a", "b"] and [d.num_columns for d in found] == [3, 2]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".parquet"])
+def test_a_numeric_score_column_is_each_rows_score(tmp_path: Path, suffix: str) -> None:
+    rows = [
+        {"sentence1": r["anchor"], "sentence2": r["positive"], "score": i * 1.5} for i, r in enumerate(ROWS)
+    ]
+    data = read_pairs(_write(tmp_path / f"scored{suffix}", rows))  # type: ignore[arg-type]
+    assert data.columns == ("sentence1", "sentence2") and data.scores == [0.0, 1.5, 3.0]
+    labels = [{"anchor": r["anchor"], "positive": r["positive"], "label": "entailment"} for r in ROWS]
+    assert read_pairs(_write(tmp_path / f"nli{suffix}", labels)).scores is None  # type: ignore[arg-type]
+
+
+def test_a_score_that_is_no_number_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "scored.jsonl"
+    path.write_text(
+        json.dumps({"anchor": "a b", "positive": "c d", "score": 1})
+        + "\n"
+        + json.dumps({"anchor": "e f", "positive": "g h", "score": "high"})
+        + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DataFormatError, match=r"scored.jsonl:2: score 'high' is not a number"):
+        read_pairs(path)
+    assert read_pairs(path, skip_invalid=True).scores == [1.0]
+
+
+def test_stsb_release_is_read_with_its_gold_scores(data_dir: Path) -> None:
+    path = data_dir / "stsb" / "sts-train.csv"
+    if not path.is_file():
+        pytest.skip(f"real data not found at {path}")
+    from biencoder.evaluation.sts import load_sts
+
+    data = load_training_data(path)
+    reference = load_sts(path)
+    assert data.columns == ("sentence1", "sentence2") and len(data) == len(reference.scores) == 5749
+    assert data.anchors == list(reference.sentences1) and data.positives == list(reference.sentences2)
+    assert data.scores == list(reference.scores)

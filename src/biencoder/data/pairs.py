@@ -5,7 +5,11 @@ Columns are chosen by name when the file names them (``anchor/positive[/negative
 or three columns are taken in order. A .tsv file has a header only when its first row holds
 such names (MS MARCO's ``triples.train.small.tsv`` has none); a .csv file always has one.
 
-A malformed row (too few fields, a missing column, an empty text) raises a
+A ``score`` (or ``label``) column holding numbers is read as each row's score, for losses that
+learn from scored pairs (CoSENTLoss); the other losses ignore it. One whose first value is not a
+number holds class labels (NLI's "entailment") and is not read.
+
+A malformed row (too few fields, a missing column, an empty text, a score that is no number) raises a
 :class:`DataFormatError` naming the file and line; with ``skip_invalid`` it is skipped instead
 and counted, and the count is logged.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +42,14 @@ COLUMN_SETS: tuple[tuple[str, str, str], ...] = (
     ("question", "answer", "negative"),
 )
 
+SCORE_COLUMNS = ("score", "label")  # a row's similarity score, as sentence-transformers names it
+
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def score_column(columns: Sequence[str]) -> str | None:
+    """The name of the score column among ``columns``, if there is one."""
+    return next((c for c in SCORE_COLUMNS if c in columns), None)
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,7 @@ class PairDataset:
     skipped: int = 0
     source: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    scores: list[float] | None = None  # a score per row (scored pairs), else None
 
     def __post_init__(self) -> None:
         if len(self.anchors) != len(self.positives):
@@ -66,6 +79,8 @@ class PairDataset:
             raise ValueError(f"{self.name}: a negative column's length differs from the anchors'")
         if len(self.columns) != self.num_columns:
             raise ValueError(f"{self.name}: {self.num_columns} text columns but names {self.columns}")
+        if self.scores is not None and len(self.scores) != len(self.anchors):
+            raise ValueError(f"{self.name}: {len(self.anchors)} anchors but {len(self.scores)} scores")
 
     def __len__(self) -> int:
         return len(self.anchors)
@@ -85,14 +100,17 @@ class PairDataset:
 class RowCollector:
     """Accumulate validated rows; bad rows raise (file:line) or are counted when skipping."""
 
-    def __init__(self, path: Path | str, width: int, skip_invalid: bool) -> None:
+    def __init__(self, path: Path | str, width: int, skip_invalid: bool, scored: bool = False) -> None:
         self.path = path
         self.width = width
         self.skip_invalid = skip_invalid
         self.columns: list[list[str]] = [[] for _ in range(width)]
+        self.scores: list[float] | None = [] if scored else None
         self.skipped = 0
 
-    def add(self, line: int | str, values: Sequence[object], names: Sequence[str]) -> None:
+    def add(
+        self, line: int | str, values: Sequence[object], names: Sequence[str], score: object = None
+    ) -> None:
         problem = None
         if len(values) < self.width:
             problem = f"expected {self.width} fields ({', '.join(names[: self.width])}), found {len(values)}"
@@ -106,6 +124,11 @@ class RowCollector:
                     problem = f"column {name!r} is empty"
                 if problem:
                     break
+        value_of_score = 0.0
+        if problem is None and self.scores is not None:
+            value_of_score, problem = _parse_score(score)
+            if problem is not None and not self.columns[0] and not self.skipped:
+                self.scores, problem = None, None  # not numbers from the first row: class labels
         if problem is not None:
             if not self.skip_invalid:
                 raise DataFormatError(f"{self.path}:{line}: {problem} (skip such rows with skip_invalid)")
@@ -113,6 +136,8 @@ class RowCollector:
             return
         for col, value in zip(self.columns, values, strict=False):
             col.append(str(value))
+        if self.scores is not None:
+            self.scores.append(value_of_score)
 
     def build(self, name: str, names: Sequence[str], source: str) -> PairDataset:
         if self.skipped:
@@ -128,7 +153,21 @@ class RowCollector:
             columns=tuple(names[: self.width]),
             skipped=self.skipped,
             source=source,
+            scores=self.scores,
         )
+
+
+def _parse_score(value: object) -> tuple[float, str | None]:
+    """(the score, None) or (0, what is wrong with it)."""
+    if isinstance(value, bool) or value is None:
+        return 0.0, f"score {value!r} is not a number"
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0, f"score {value!r} is not a number"
+    if not math.isfinite(number):
+        return 0.0, f"score {value!r} is not finite"
+    return number, None
 
 
 def choose_columns(
@@ -187,9 +226,10 @@ def _read_jsonl(path: Path, skip_invalid: bool) -> PairDataset:
         if not isinstance(obj, dict):
             raise DataFormatError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
         if collector is None:
-            names = choose_columns(path, list(obj))
-            collector = RowCollector(path, len(names), skip_invalid)
-        collector.add(number, [obj.get(n) for n in names], names)
+            names = choose_columns(path, [k for k in obj if k not in SCORE_COLUMNS])
+            score_key = score_column(list(obj))
+            collector = RowCollector(path, len(names), skip_invalid, scored=score_key is not None)
+        collector.add(number, [obj.get(n) for n in names], names, obj.get(score_key) if score_key else None)
     if collector is None:
         raise DataFormatError(f"{path}: no training pairs found")
     return collector.build(path.stem, names, str(path))
@@ -212,14 +252,17 @@ def _read_delimited(path: Path, skip_invalid: bool, tab: bool) -> PairDataset:
             if first is None:
                 raise DataFormatError(f"{path}: the file is empty")
             header = _is_header(first) or not tab
+            score_at = None
             if header:
-                names = choose_columns(path, first)
+                names = choose_columns(path, [c for c in first if c not in SCORE_COLUMNS])
                 indices = [first.index(n) for n in names]
+                score_name = score_column(first)
+                score_at = first.index(score_name) if score_name else None
             else:
                 width = min(3, len(first))
                 names = [f"sentence_{i}" for i in range(max(width, 2))]
                 indices = list(range(len(names)))
-            collector = RowCollector(path, len(names), skip_invalid)
+            collector = RowCollector(path, len(names), skip_invalid, scored=score_at is not None)
             if not header:
                 collector.add(1, first[: len(names)], names)
             for number, row in enumerate(rows, start=2):
@@ -229,7 +272,8 @@ def _read_delimited(path: Path, skip_invalid: bool, tab: bool) -> PairDataset:
                 values = [row[i] if i < len(row) else None for i in indices]
                 if any(v is None for v in values):
                     values = values[: sum(v is not None for v in values)]
-                collector.add(line, values, names)
+                score = None if score_at is None or score_at >= len(row) else row[score_at]
+                collector.add(line, values, names, score)
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
     except csv.Error as exc:
@@ -248,14 +292,22 @@ def _read_parquet(path: Path, skip_invalid: bool) -> PairDataset:
         f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
     ]
     names = choose_columns(path, table.column_names, text_cols)
-    return rows_to_dataset(path, path.stem, names, [table.column(n).to_pylist() for n in names], skip_invalid)
+    score_name = score_column(table.column_names)
+    scores = table.column(score_name).to_pylist() if score_name else None
+    columns = [table.column(n).to_pylist() for n in names]
+    return rows_to_dataset(path, path.stem, names, columns, skip_invalid, scores)
 
 
 def rows_to_dataset(
-    path: Path | str, name: str, names: Sequence[str], columns: Sequence[Sequence[object]], skip_invalid: bool
+    path: Path | str,
+    name: str,
+    names: Sequence[str],
+    columns: Sequence[Sequence[object]],
+    skip_invalid: bool,
+    scores: Sequence[object] | None = None,
 ) -> PairDataset:
     """Validate column-oriented data (parquet, a saved dataset); rows are numbered from 1."""
-    collector = RowCollector(path, len(names), skip_invalid)
+    collector = RowCollector(path, len(names), skip_invalid, scored=scores is not None)
     for index, values in enumerate(zip(*columns, strict=True), start=1):
-        collector.add(f"row {index}", values, names)
+        collector.add(f"row {index}", values, names, None if scores is None else scores[index - 1])
     return collector.build(name, names, str(path))

@@ -1,6 +1,8 @@
 """One entry point for training data: a path -> a :class:`PairDataset`, whatever its layout.
 
-- a pair file (.jsonl/.csv/.tsv/.parquet), MS MARCO ``triples.train.small.tsv`` included;
+- a pair file (.jsonl/.csv/.tsv/.parquet), MS MARCO ``triples.train.small.tsv`` included; a
+  ``score`` or ``label`` column is each row's score (scored pairs, for CoSENTLoss);
+- STS Benchmark's ``sts-train.csv``: (sentence1, sentence2) with the gold score;
 - an MS MARCO folder (``collection.tsv`` + ``queries.train.tsv`` + ``qrels.train.tsv``);
 - a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/train.tsv``): one
   (query, "title text") pair per qrel with score > 0, in qrels file order;
@@ -18,7 +20,14 @@ from pathlib import Path
 from biencoder.data import DataFormatError
 from biencoder.data.beir import load_corpus, load_queries
 from biencoder.data.msmarco import is_msmarco_folder, read_msmarco_folder
-from biencoder.data.pairs import PairDataset, RowCollector, choose_columns, read_pairs, rows_to_dataset
+from biencoder.data.pairs import (
+    PairDataset,
+    RowCollector,
+    choose_columns,
+    read_pairs,
+    rows_to_dataset,
+    score_column,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ def load_training_data(path: str | Path, split: str = "train", skip_invalid: boo
     """Read one training source; see the module docstring for the layouts recognised."""
     path = Path(path)
     if path.is_file():
-        return read_pairs(path, skip_invalid)
+        return read_sts_pairs(path, skip_invalid) if is_sts_file(path) else read_pairs(path, skip_invalid)
     if not path.is_dir():
         raise FileNotFoundError(f"training data not found: {path}")
     if (path / "corpus.jsonl").is_file():
@@ -101,4 +110,42 @@ def read_saved_dataset(folder: Path, split: str = "train", skip_invalid: bool = 
         if getattr(feature, "dtype", None) in ("string", "large_string")
     ]
     names = choose_columns(folder, loaded.column_names, text_cols)
-    return rows_to_dataset(folder, folder.name, names, [loaded[n] for n in names], skip_invalid)
+    score_name = score_column(loaded.column_names)
+    scores = loaded[score_name] if score_name else None
+    return rows_to_dataset(folder, folder.name, names, [loaded[n] for n in names], skip_invalid, scores)
+
+
+def is_sts_file(path: Path) -> bool:
+    """STS Benchmark's release (``sts-train.csv``): tab-separated despite its suffix, the score in
+    column 5 and the sentences in 6 and 7, no header."""
+    if path.suffix.lower() != ".csv":
+        return False
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline().rstrip("\r\n").split("\t")
+    if len(first) < 7:
+        return False
+    try:
+        float(first[4])
+    except ValueError:
+        return False
+    return True
+
+
+def read_sts_pairs(path: Path, skip_invalid: bool = False) -> PairDataset:
+    """STSb pairs with their gold scores (0-5) as each row's score: (sentence1, sentence2, score)."""
+    names = ["sentence1", "sentence2"]
+    collector = RowCollector(path, 2, skip_invalid, scored=True)
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = line.rstrip("\r\n").split("\t")
+            if len(row) < 7:
+                if not skip_invalid:
+                    raise DataFormatError(
+                        f"{path}:{number}: expected 7+ tab-separated columns (STSb), got {len(row)}"
+                    )
+                collector.skipped += 1
+                continue
+            collector.add(number, row[5:7], names, row[4])
+    return collector.build(path.stem, names, str(path))
