@@ -148,3 +148,20 @@ def test_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     toml.write_text("data = [\n")
     assert main(["train", "--config", str(toml)]) == 1
     assert "invalid TOML" in capsys.readouterr().err
+
+
+def test_a_loss_per_dataset_from_flags_and_from_toml(tmp_path: Path) -> None:
+    argv = ["train", "--data", "a.jsonl", "--data", "sts-train.csv", "--output", str(tmp_path)]
+    argv += ["--data-loss", "sts-train=cosent", "--teacher", "base", "--teacher-cache", str(tmp_path / "t")]
+    config = build_config(build_parser().parse_args(argv))
+    assert config.dataset_losses == {"sts-train": "cosent"} and config.loss_of("a") == "mnrl"
+    assert (config.teacher_model, config.teacher_cache) == ("base", str(tmp_path / "t"))
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'[train]\ndata = ["a.jsonl", "q.tsv"]\noutput_dir = "{tmp_path}"\n'
+        '[train.dataset_losses]\nq = "mse"\n'
+    )
+    args = build_parser().parse_args(["train", "--config", str(toml), "--data-loss", "a=cached_mnrl"])
+    assert build_config(args).dataset_losses == {"q": "mse", "a": "cached_mnrl"}  # flags add to the file's
+    with pytest.raises(ValueError, match="expected DATASET=LOSS"):
+        build_config(build_parser().parse_args([*argv, "--data-loss", "cosent"]))

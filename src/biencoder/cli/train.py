@@ -35,7 +35,18 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-steps", type=int, help="stop after N steps (overrides --epochs)")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    p.add_argument("--loss", choices=["mnrl", "cached_mnrl", "gist"])
+    p.add_argument("--loss", choices=["mnrl", "cached_mnrl", "gist", "mse", "cosent"])
+    p.add_argument(
+        "--data-loss",
+        action="append",
+        metavar="DATASET=LOSS",
+        help="one dataset's own loss, by its name (the file's stem or the folder's name), e.g. "
+        "sts-train=cosent or quora=mse; the other datasets take --loss (repeatable)",
+    )
+    p.add_argument("--teacher", dest="teacher_model", help="mse: the teacher model (default: --base-model)")
+    p.add_argument(
+        "--teacher-cache", help="mse: folder of cached teacher embeddings (~/.cache/biencoder/teacher)"
+    )
     p.add_argument("--mini-batch-size", type=int, help="cached_mnrl: rows per forward pass")
     p.add_argument(
         "--guide", dest="guide_model", help="gist: guide model masking false negatives (same tokenizer)"
@@ -114,6 +125,8 @@ _FIELDS = (
     "loss",
     "mini_batch_size",
     "guide_model",
+    "teacher_model",
+    "teacher_cache",
     "batch_sampler",
     "multi_dataset_sampler",
     "gist_temperature",
@@ -136,12 +149,27 @@ _FIELDS = (
 )
 
 
+def parse_dataset_losses(values: list[str]) -> dict[str, str]:
+    """``["sts-train=cosent", ...]`` -> ``{"sts-train": "cosent", ...}``."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, loss = value.rpartition("=")
+        if not sep or not name or not loss:
+            raise ValueError(f"--data-loss {value!r}: expected DATASET=LOSS, e.g. sts-train=cosent")
+        if name in out:
+            raise ValueError(f"--data-loss: dataset {name!r} is given twice")
+        out[name] = loss
+    return out
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from biencoder.training import TrainConfig
 
     overrides = {name: getattr(args, name) for name in _FIELDS if getattr(args, name) is not None}
     if args.data:
         overrides["data"] = tuple(args.data)
+    if args.data_loss:
+        overrides["dataset_losses"] = parse_dataset_losses(args.data_loss)
     if args.config:
         return TrainConfig.from_toml(args.config, **overrides)
     missing = [flag for flag, key in (("--data", "data"), ("--output", "output_dir")) if key not in overrides]

@@ -66,6 +66,8 @@ def multiple_negatives_ranking_loss(
 class MultipleNegativesRankingLoss(nn.Module):
     """(anchor, positive[, negative]) columns -> MNRL, optionally over the global batch of all processes."""
 
+    needs_labels = False  # the in-batch losses learn from the columns alone
+
     def __init__(
         self,
         model: Model,

@@ -38,6 +38,7 @@ class TrainState:
     step_losses: list[float] = field(default_factory=list)
     interval_loss: float = 0.0  # sum of losses since the last log row
     interval_steps: int = 0
+    interval_by_dataset: dict[str, list[float]] = field(default_factory=dict)  # name -> [loss sum, steps]
     duplicate_batches: int = 0
     seconds: float = 0.0  # training time before this process started
     best_step: int | None = None  # keep_best: the step of the best dev evaluation so far

@@ -3,6 +3,10 @@
 all-MiniLM-L6-v2, MultipleNegativesRankingLoss (scale 20, cosine), batch 64, 3 epochs, AdamW
 lr 5e-5 (betas 0.9/0.999, eps 1e-8, no weight decay), linear decay to 0 without warm-up,
 gradient norm clipped at 1, seed 42, round-robin across datasets, max_seq_length 256.
+
+Each dataset can have its own loss (``dataset_losses``, by dataset name; the others take ``loss``),
+as sentence-transformers' ``loss={"name": ...}``: MNRL for the domain's pairs, MSELoss against the
+base model on general text (self-distillation), CoSENTLoss on scored pairs.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOSSES = ("mnrl", "cached_mnrl", "gist")
+LOSSES = ("mnrl", "cached_mnrl", "gist", "mse", "cosent")
+LOSS_CLASSES = {
+    "mnrl": "MultipleNegativesRankingLoss",
+    "cached_mnrl": "CachedMultipleNegativesRankingLoss",
+    "gist": "GISTEmbedLoss",
+    "mse": "MSELoss",
+    "cosent": "CoSENTLoss",
+}
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 MULTI_DATASET_SAMPLERS = ("round_robin", "proportional")
@@ -41,6 +52,15 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     loss: str = "mnrl"
+    dataset_losses: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "dataset name -> its loss; the others take `loss`"}
+    )
+    teacher_model: str | None = (
+        None  # mse: the teacher whose embeddings are the targets (default: base_model)
+    )
+    teacher_cache: str | None = (
+        None  # mse: where teacher embeddings are kept (default ~/.cache/biencoder/teacher)
+    )
     scale: float = 20.0
     similarity: str = "cosine"
     mini_batch_size: int = 32  # cached_mnrl only
@@ -111,7 +131,16 @@ class TrainConfig:
             )
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
-        if (self.loss == "gist") != (self.guide_model is not None):
+        if not isinstance(self.dataset_losses, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.dataset_losses.items()
+        ):
+            raise ValueError(
+                f"dataset_losses must map dataset names to loss names, got {self.dataset_losses!r}"
+            )
+        for name, loss in self.dataset_losses.items():
+            if loss not in LOSSES:
+                raise ValueError(f"dataset_losses[{name!r}] must be one of {LOSSES}, got {loss!r}")
+        if ("gist" in self.losses_used) != (self.guide_model is not None):
             raise ValueError("loss 'gist' needs a guide_model (--guide), and a guide_model needs loss 'gist'")
         if not self.gist_temperature > 0:
             raise ValueError(f"gist_temperature must be positive, got {self.gist_temperature}")
@@ -130,12 +159,22 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     @property
+    def losses_used(self) -> set[str]:
+        """Every loss some dataset may train with: ``loss`` and each of ``dataset_losses``."""
+        return {self.loss, *self.dataset_losses.values()}
+
+    def loss_of(self, dataset: str) -> str:
+        """The loss that trains the dataset named ``dataset``."""
+        return self.dataset_losses.get(dataset, self.loss)
+
+    @property
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.output_dir) / "checkpoints"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["data"] = list(self.data)
+        out["dataset_losses"] = dict(self.dataset_losses)
         return out
 
     @classmethod
@@ -160,13 +199,22 @@ class TrainConfig:
             raise ValueError(f"{path}: invalid TOML ({exc})") from None
         if isinstance(values.get("train"), dict):
             values = values["train"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(values.get("dataset_losses"), dict) and "dataset_losses" in given:
+            given["dataset_losses"] = {**values["dataset_losses"], **given["dataset_losses"]}
+        values.update(given)
         return cls.from_dict(values, str(path))
 
     def differences(self) -> dict[str, Any]:
         """Settings that differ from the defaults (the card's recipe)."""
         out = {}
         for f in dataclasses.fields(self):
-            if f.default is not dataclasses.MISSING and getattr(self, f.name) != f.default:
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                continue
+            if getattr(self, f.name) != default:
                 out[f.name] = getattr(self, f.name)
         return out

@@ -1,9 +1,10 @@
 """The training loop: read, tokenise once, then step through the batches sentence-transformers would feed.
 
 Each step (``biencoder.training.step``) collates the batch from cached token ids (unpadded: length
-groups), runs the loss's forward+backward, averages gradients across processes, clips to
-``max_grad_norm`` and steps AdamW at the scheduled learning rate. Every ``logging_steps`` the
-mean loss is logged, every ``eval_steps`` the evaluators run, every ``save_steps`` (and at the
+groups), runs the forward+backward of its dataset's loss (``biencoder.training.objectives``),
+averages gradients across processes, clips to ``max_grad_norm`` and steps AdamW at the scheduled
+learning rate. Every ``logging_steps`` the mean loss is logged (with several datasets, each
+dataset's own mean too), every ``eval_steps`` the evaluators run, every ``save_steps`` (and at the
 end) a checkpoint is written; the output folder gets the model, its card and a loss plot.
 """
 
@@ -26,7 +27,6 @@ from biencoder.data.sampling import Batch, epoch_batches
 from biencoder.data.sources import load_all
 from biencoder.encoder import SentenceEncoder
 from biencoder.evaluation.base import Evaluator
-from biencoder.losses import MultipleNegativesRankingLoss
 from biencoder.modules.attention import use_chunked_attention
 from biencoder.modules.dropout import use_parallel_dropout
 from biencoder.progress import Progress
@@ -35,8 +35,9 @@ from biencoder.training import distributed as dist
 from biencoder.training import selection
 from biencoder.training.batches import TokenizedDataset, duplicate_texts, tokenize_datasets
 from biencoder.training.config import TrainConfig
+from biencoder.training.objectives import Objective, build_objectives
 from biencoder.training.output import write_output
-from biencoder.training.step import Step, make_loss, make_optimizer
+from biencoder.training.step import Step, make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def train(
     plan = Plan(config, [len(d) for d in datasets], world, rows)
     dist.broadcast_parameters(encoder)
     optimizer = make_optimizer(config, encoder)
-    loss_fn = make_loss(config, encoder, gather=config.gather_across_devices and world.enabled)
+    gather = config.gather_across_devices and world.enabled
+    objectives = build_objectives(config, encoder, datasets, gather, show_progress)
     state = ckpt.TrainState()
     if start is not None:
         payload = ckpt.load_checkpoint(start)
@@ -168,7 +170,7 @@ def train(
         tokenized,
         plan,
         optimizer,
-        loss_fn,
+        objectives,
         state,
         evaluators,
         world,
@@ -180,7 +182,7 @@ def train(
     if world.is_main:
         if keep is not None:
             keep.restore(state, encoder)
-        write_output(config, encoder, datasets, tokenized, state, loss_fn, evaluators)
+        write_output(config, encoder, datasets, tokenized, state, objectives, evaluators)
     dist.barrier()
     return TrainResult(
         output_dir=Path(config.output_dir),
@@ -214,7 +216,7 @@ def _run(
     data: list[TokenizedDataset],
     plan: Plan,
     optimizer: torch.optim.AdamW,
-    loss_fn: MultipleNegativesRankingLoss,
+    objectives: list[Objective],
     state: ckpt.TrainState,
     evaluators: list[Evaluator],
     world: dist.DistInfo,
@@ -222,7 +224,7 @@ def _run(
     on_step: Callable[[int, float], None] | None = None,
     keep: selection.KeepBest | None = None,
 ) -> None:
-    step_fn = Step(config, encoder, optimizer, loss_fn, world, plan.total)
+    step_fn = Step(config, encoder, optimizer, objectives, world, plan.total)
     started = time.perf_counter()
     seconds_before = state.seconds
     encoder.train()
@@ -244,6 +246,9 @@ def _run(
             state.step_losses.append(loss)
             state.interval_loss += loss
             state.interval_steps += 1
+            if len(data) > 1:
+                tally = state.interval_by_dataset.setdefault(data[batch.dataset].data.name, [0.0, 0])
+                tally[0], tally[1] = tally[0] + loss, tally[1] + 1
             bar.set_postfix(loss=loss, epoch=f"{plan.epoch_float(state.step):.2f}")
             bar.update(1)
             if on_step is not None:
@@ -279,9 +284,16 @@ def _after_step(
     epoch = round(plan.epoch_float(step), 4)
     if step % config.logging_steps == 0 and state.interval_steps:
         row = {"epoch": epoch, "step": step, "loss": round(state.interval_loss / state.interval_steps, 4)}
+        for name, (total, count) in sorted(state.interval_by_dataset.items()):
+            row[f"{name}_loss"] = round(total / count, 4)
         state.log_history.append(row)
-        state.interval_loss, state.interval_steps = 0.0, 0
-        logger.info("epoch %.4f step %d: loss %.4f", epoch, step, row["loss"])
+        state.interval_loss, state.interval_steps, state.interval_by_dataset = 0.0, 0, {}
+        logger.info(
+            "epoch %.4f step %d: %s",
+            epoch,
+            step,
+            ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.endswith("loss")),
+        )
     if evaluators and _evaluation_due(config, plan, step):
         row = {"epoch": epoch, "step": step, **evaluate(encoder, evaluators, world, config.eval_backend)}
         state.eval_history.append(row)

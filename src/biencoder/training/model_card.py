@@ -61,6 +61,8 @@ class DatasetCard:
     columns: tuple[str, ...]
     token_stats: list[tuple[int, float, int]]  # per column: min, mean, max tokens (first 1,000 rows)
     samples: list[tuple[str, ...]]  # the first rows
+    loss_name: str | None = None  # this dataset's loss; None: the card's loss_name
+    loss_params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,11 @@ def _yaml_str(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a JSON string is a valid YAML double-quoted scalar
 
 
+def loss_names(c: CardInputs) -> list[str]:
+    """Each distinct loss of the run, in the datasets' order."""
+    return list(dict.fromkeys([d.loss_name or c.loss_name for d in c.datasets] or [c.loss_name]))
+
+
 def front_matter(c: CardInputs) -> str:
     size = sum(d.size for d in c.datasets)
     lines = ["---", "tags:"]
@@ -108,7 +115,7 @@ def front_matter(c: CardInputs) -> str:
         "feature-extraction",
         "generated_from_trainer",
         f"dataset_size:{size}",
-        f"loss:{c.loss_name}",
+        *(f"loss:{name}" for name in loss_names(c)),
     ):
         lines.append(f"- {tag}")
     lines.append(f"base_model: {c.base_model}")
@@ -254,7 +261,9 @@ def _dataset_section(d: DatasetCard, c: CardInputs) -> list[str]:
     ]
     stats = _table(["", *cols], [["type", *(["string"] * len(cols))], ["details", *details]])
     samples = _table(list(cols), [[_code(t) for t in row] for row in d.samples])
-    params = json.dumps(c.loss_params, indent=4).replace("\n", "\n  ")
+    loss = d.loss_name or c.loss_name
+    params = json.dumps(c.loss_params if d.loss_params is None else d.loss_params, indent=4)
+    params = params.replace("\n", "\n  ")
     return [
         f"#### {d.name}",
         "",
@@ -265,7 +274,7 @@ def _dataset_section(d: DatasetCard, c: CardInputs) -> list[str]:
         *(f"  {line}" for line in stats),
         "* Samples:",
         *(f"  {line}" for line in samples),
-        f"* Loss: [<code>{c.loss_name}</code>]({ST_DOCS}#{c.loss_name.lower()}) with these parameters:",
+        f"* Loss: [<code>{loss}</code>]({ST_DOCS}#{loss.lower()}) with these parameters:",
         "  ```json",
         f"  {params}",
         "  ```",
@@ -297,7 +306,10 @@ def training_logs(c: CardInputs) -> list[str]:
         return []
     # As the reference: each evaluator's primary metric only (all metrics are in the Evaluation section).
     primary = {f"{e.name}_{e.primary_metric}" for e in c.evaluators}
-    eval_cols = sorted(k for k in {k for r in c.log_rows for k in r} if k in primary)
+    keys = {k for r in c.log_rows for k in r}
+    eval_cols = sorted(k for k in keys if k in primary)
+    # several datasets: each one's own training loss beside the mean (its name + "_loss")
+    loss_cols = [f"{d.name}_loss" for d in c.datasets if f"{d.name}_loss" in keys]
     rows = []
     for r in c.log_rows:
         loss = f"{r['loss']:g}" if "loss" in r else "-"
@@ -305,6 +317,7 @@ def training_logs(c: CardInputs) -> list[str]:
             f"{r['epoch']:.4f}",
             str(int(r["step"])),
             loss,
+            *(f"{r[k]:g}" if k in r else "-" for k in loss_cols),
             *(f"{r[k]:.4f}" if k in r else "-" for k in eval_cols),
         ]
         if c.best_step is not None and int(r["step"]) == c.best_step:
@@ -312,7 +325,7 @@ def training_logs(c: CardInputs) -> list[str]:
         rows.append(row)
     out = [
         "### Training Logs",
-        *_table(["Epoch", "Step", "Training Loss", *eval_cols], rows, centered=True),
+        *_table(["Epoch", "Step", "Training Loss", *loss_cols, *eval_cols], rows, centered=True),
         "",
     ]
     if c.best_step is not None:
@@ -351,7 +364,7 @@ def framework_versions(c: CardInputs) -> list[str]:
 
 def citations(c: CardInputs) -> list[str]:
     out = ["## Citation", "", "### BibTeX", ""]
-    for name in ("Sentence Transformers", c.loss_name):
+    for name in ("Sentence Transformers", *loss_names(c)):
         if name in CITATIONS:
             out += [f"#### {name}", "```bibtex", CITATIONS[name], "```", ""]
     return out

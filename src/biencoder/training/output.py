@@ -13,7 +13,6 @@ from typing import Any
 from biencoder.data.pairs import PairDataset
 from biencoder.encoder import SentenceEncoder
 from biencoder.evaluation.base import Evaluator
-from biencoder.losses import MultipleNegativesRankingLoss
 from biencoder.training.batches import TokenizedDataset
 from biencoder.training.checkpoint import TrainState
 from biencoder.training.config import TrainConfig
@@ -25,6 +24,7 @@ from biencoder.training.model_card import (
     token_stats,
     versions,
 )
+from biencoder.training.objectives import Objective
 from biencoder.training.plots import plot_loss
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def write_output(
     datasets: Sequence[PairDataset],
     tokenized: Sequence[TokenizedDataset],
     state: TrainState,
-    loss_fn: MultipleNegativesRankingLoss,
+    objectives: Sequence[Objective],
     evaluators: Sequence[Evaluator],
     world_size: int = 1,
 ) -> Path:
@@ -129,11 +129,13 @@ def write_output(
                 d.columns,
                 [token_stats(c.lengths) for c in t.columns],
                 [d.row(i) for i in range(min(3, len(d)))],
+                o.loss.card_name,
+                o.loss.config_dict(),
             )
-            for d, t in zip(datasets, tokenized, strict=True)
+            for d, t, o in zip(datasets, tokenized, objectives, strict=True)
         ],
-        loss_name=loss_fn.card_name,
-        loss_params=loss_fn.config_dict(),
+        loss_name=objectives[0].loss.card_name,
+        loss_params=objectives[0].loss.config_dict(),
         hyperparameters=hyperparameters(config, world_size),
         log_rows=merged_log(state),
         widget=widget(datasets[0]),

@@ -19,10 +19,10 @@ import torch
 
 from biencoder.data.sampling import Batch
 from biencoder.encoder import SentenceEncoder
-from biencoder.losses import CachedMultipleNegativesRankingLoss, GISTEmbedLoss, MultipleNegativesRankingLoss
 from biencoder.training import distributed as dist
 from biencoder.training.batches import TokenizedDataset, collate
 from biencoder.training.config import TrainConfig
+from biencoder.training.objectives import Objective
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str = "linear") -> float:
@@ -59,41 +59,6 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.A
     )
 
 
-def make_loss(config: TrainConfig, encoder: SentenceEncoder, gather: bool) -> MultipleNegativesRankingLoss:
-    if config.loss == "gist":
-        return GISTEmbedLoss(
-            encoder,
-            load_guide(config, encoder),
-            config.gist_temperature,
-            config.gist_margin_strategy,
-            config.gist_margin,
-            gather_across_devices=gather,
-            guide_name=config.guide_model,
-        )
-    if config.loss == "cached_mnrl":
-        return CachedMultipleNegativesRankingLoss(
-            encoder, config.scale, config.similarity, gather, mini_batch_size=config.mini_batch_size
-        )
-    return MultipleNegativesRankingLoss(encoder, config.scale, config.similarity, gather)
-
-
-def load_guide(config: TrainConfig, encoder: SentenceEncoder) -> SentenceEncoder:
-    """The frozen guide for GISTEmbedLoss; it embeds the model's own tokens, so it must share them."""
-    if config.guide_model is None:
-        raise ValueError("loss 'gist' needs a guide model (--guide)")
-    guide = SentenceEncoder.load(config.guide_model, device=str(encoder.device))
-    if guide.transformer.tokenizer.get_vocab() != encoder.transformer.tokenizer.get_vocab():
-        raise ValueError(
-            f"the guide {config.guide_model} has another tokenizer vocabulary than the model; "
-            "GISTEmbedLoss here needs a guide of the same tokenizer"
-        )
-    if guide.max_seq_length < encoder.max_seq_length:
-        raise ValueError(
-            f"the guide's max_seq_length {guide.max_seq_length} is below the model's {encoder.max_seq_length}"
-        )
-    return guide
-
-
 def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if device.type == "cuda" and config.precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -104,34 +69,42 @@ def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractCo
 
 @dataclass
 class Step:
-    """``step(data, batch, index) -> loss``: one optimizer step of ``config``'s recipe."""
+    """``step(data, batch, index) -> loss``: one optimizer step of ``config``'s recipe, with the loss
+    of the batch's dataset (``objectives[batch.dataset]``)."""
 
     config: TrainConfig
     encoder: SentenceEncoder
     optimizer: torch.optim.AdamW
-    loss_fn: MultipleNegativesRankingLoss
+    objectives: list[Objective]  # one per dataset
     world: dist.DistInfo
     total: int  # steps of the whole run: the schedule's length
     params: list[torch.nn.Parameter] = field(init=False)
     warmup: int = field(init=False)
-    token_budget: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
         self.params = [p for p in self.encoder.parameters() if p.requires_grad]
         self.warmup = c.warmup_steps or math.ceil(c.warmup_ratio * self.total)
-        # the cached loss's micro-batches: as many padded tokens as mini_batch_size rows of full length
-        self.token_budget = c.mini_batch_size * c.max_seq_length if c.loss == "cached_mnrl" else None
+
+    def token_budget(self, objective: Objective) -> int | None:
+        """The cached loss's micro-batches: as many padded tokens as mini_batch_size rows of full length."""
+        c = self.config
+        return c.mini_batch_size * c.max_seq_length if objective.name == "cached_mnrl" else None
 
     def __call__(self, data: list[TokenizedDataset], batch: Batch, index: int) -> float:
         """Train on ``batch`` as step ``index`` (0-based); returns the loss (mean across processes)."""
         c, device = self.config, self.encoder.device
-        features = collate(self.encoder.transformer, data, batch, device, c.unpad, self.token_budget)
+        objective = self.objectives[batch.dataset]
+        budget = self.token_budget(objective)
+        features = collate(self.encoder.transformer, data, batch, device, c.unpad, budget)
         factor = lr_factor(index, self.total, self.warmup, c.lr_scheduler)
         for group in self.optimizer.param_groups:
             group["lr"] = c.learning_rate * factor
         with autocast(c, device):
-            loss = self.loss_fn.forward_backward(features)
+            if objective.loss.needs_labels:
+                loss = objective.loss.forward_backward(features, objective.rows(batch.rows, device))
+            else:
+                loss = objective.loss.forward_backward(features)
         dist.average_gradients(self.params, self.world.world_size)
         torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
         self.optimizer.step()
