@@ -278,3 +278,19 @@ def test_stsb_release_is_read_with_its_gold_scores(data_dir: Path) -> None:
     assert data.columns == ("sentence1", "sentence2") and len(data) == len(reference.scores) == 5749
     assert data.anchors == list(reference.sentences1) and data.positives == list(reference.sentences2)
     assert data.scores == list(reference.scores)
+
+
+def test_a_beir_corpus_reads_as_title_text_pairs(tmp_path: Path) -> None:
+    """The corpus's own unlabelled pairs: each document's title against its body (no query read)."""
+    path = tmp_path / "corpus.jsonl"
+    docs = [
+        {"_id": "d1", "title": "Cats", "text": "Cats are small."},
+        {"_id": "d2", "title": "", "text": "x y"},
+    ]
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl:2: column 'title' is empty"):
+        load_training_data(path)
+    data = load_training_data(path, skip_invalid=True)  # untitled documents make no pair
+    assert (
+        data.columns == ("title", "text") and data.row(0) == ("Cats", "Cats are small.") and data.skipped == 1
+    )

@@ -1,7 +1,8 @@
 """Training pairs: (anchor, positive[, negative]) rows from .jsonl, .csv, .tsv and .parquet files.
 
 Columns are chosen by name when the file names them (``anchor/positive[/negative]``,
-``sentence_0/sentence_1[/sentence_2]``, ``query/passage[/negative]``), otherwise the first two
+``sentence_0/sentence_1[/sentence_2]``, ``query/passage[/negative]``, ``title/text``: a BEIR
+``corpus.jsonl`` read as unlabelled in-domain pairs), otherwise the first two
 or three columns are taken in order. A .tsv file has a header only when its first row holds
 such names (MS MARCO's ``triples.train.small.tsv`` has none); a .csv file always has one.
 
@@ -40,6 +41,7 @@ COLUMN_SETS: tuple[tuple[str, str, str], ...] = (
     ("query", "passage", "negative"),
     ("query", "positive", "negative"),
     ("question", "answer", "negative"),
+    ("title", "text", "negative"),  # a BEIR corpus.jsonl: each document's title against its body
 )
 
 SCORE_COLUMNS = ("score", "label")  # a row's similarity score, as sentence-transformers names it
