@@ -1,0 +1,120 @@
+"""Issue 29's measure of a fine-tune: in the domain, and what it forgets, against the base model.
+
+For each model: SciFact test nDCG@10 (dense, per query kept), TREC DL19-mini nDCG@10 (all 43
+queries), STSb test Spearman, and two general tasks of the test bed that no lever trains on
+(WikiQA test, SNLI test, both as retrieval: biencoder.evaluation.testbed's report splits). Then
+each model against a reference model (``--against``, default the first) on SciFact test, per
+query: wins / ties / losses and the paired randomisation p-value. Embeddings are cached in
+--cache by model and texts, so a model already measured costs nothing.
+
+    flock /tmp/biencoder-cpu.lock .venv/bin/python benchmarks/levers.py \\
+        --model sentence-transformers/all-MiniLM-L6-v2 --model runs/ft-scifact-42 \\
+        --model runs/ft-combo-42 --output runs/levers.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BIENCODER_DATA", ROOT.parent / "shared" / "data"))
+
+from biencoder.data.beir import BeirDataset, load_beir  # noqa: E402
+from biencoder.evaluation.metrics import ndcg_at_k, spearman  # noqa: E402
+from biencoder.evaluation.paired import compare  # noqa: E402
+from biencoder.evaluation.sts import load_sts  # noqa: E402
+from biencoder.evaluation.testbed import load_testbed  # noqa: E402
+
+
+def embed(encoder: Any, texts: list[str], cache: Path, tag: str) -> np.ndarray:
+    digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16]
+    path = cache / f"{tag}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    start = time.perf_counter()
+    x = encoder.encode(texts, batch_size=64, show_progress=False)
+    print(f"  {tag}: encoded {len(texts)} texts in {time.perf_counter() - start:.0f} s", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, x)
+    return x
+
+
+def per_query_ndcg(encoder: Any, data: BeirDataset, cache: Path, tag: str) -> dict[str, float]:
+    doc_ids, docs = list(data.corpus), list(data.corpus.values())
+    qids = list(data.queries)
+    x = embed(encoder, docs, cache, tag)
+    q = embed(encoder, [data.queries[i] for i in qids], cache, tag)
+    scores = q @ x.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    return {
+        qid: ndcg_at_k([doc_ids[p] for p in row], data.qrels[qid], 10)
+        for qid, row in zip(qids, top, strict=True)
+    }
+
+
+def measure(model: str, cache: Path) -> dict[str, Any]:
+    from biencoder.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.load(model)
+    tag = "base" if model == "sentence-transformers/all-MiniLM-L6-v2" else Path(model).name
+    scifact = per_query_ndcg(encoder, load_beir(DATA / "scifact", "test"), cache, tag)
+    dl19 = per_query_ndcg(encoder, load_beir(DATA / "trec-dl19-mini", "test"), cache, tag)
+    sts = load_sts(DATA / "stsb" / "sts-test.csv")
+    a = embed(encoder, list(sts.sentences1), cache, tag)
+    b = embed(encoder, list(sts.sentences2), cache, tag)
+    out: dict[str, Any] = {
+        "scifact": float(np.mean(list(scifact.values()))),
+        "trec-dl19": float(np.mean(list(dl19.values()))),
+        "stsb": spearman(np.sum(a * b, axis=1), np.asarray(sts.scores)),
+        "per_query": {"scifact": scifact},
+    }
+    for task in ("wikiqa", "snli"):
+        out[task] = float(
+            np.mean(list(per_query_ndcg(encoder, load_testbed(task, "report", DATA), cache, tag).values()))
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", action="append", required=True)
+    parser.add_argument("--against", help="the model each is compared with on SciFact (default: the first)")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "hybrid-bench")
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        print(f"real data not found at {DATA}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {}
+    for model in args.model:
+        results[model] = measure(model, args.cache)
+        args.output.write_text(json.dumps(results))
+    against = args.against or args.model[0]
+    head = "| model | SciFact test | DL19-mini | STSb test | WikiQA test | SNLI test |"
+    print(f"{head} vs {against} on SciFact |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for model in args.model:
+        r = results[model]
+        paired = ""
+        if model != against:
+            c = compare(results[against]["per_query"]["scifact"], r["per_query"]["scifact"])
+            paired = f"{c.mean_b - c.mean_a:+.4f}, {c.wins}/{c.ties}/{c.losses}, p {c.p_value:.3f}"
+        cells = " | ".join(f"{r[k]:.4f}" for k in ("scifact", "trec-dl19", "stsb", "wikiqa", "snli"))
+        print(f"| {model} | {cells} | {paired} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
