@@ -18,13 +18,6 @@ from pathlib import Path
 from typing import Any
 
 LOSSES = ("mnrl", "cached_mnrl", "gist", "mse", "cosent")
-LOSS_CLASSES = {
-    "mnrl": "MultipleNegativesRankingLoss",
-    "cached_mnrl": "CachedMultipleNegativesRankingLoss",
-    "gist": "GISTEmbedLoss",
-    "mse": "MSELoss",
-    "cosent": "CoSENTLoss",
-}
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 MULTI_DATASET_SAMPLERS = ("round_robin", "proportional")
@@ -55,12 +48,8 @@ class TrainConfig:
     dataset_losses: dict[str, str] = field(
         default_factory=dict, metadata={"help": "dataset name -> its loss; the others take `loss`"}
     )
-    teacher_model: str | None = (
-        None  # mse: the teacher whose embeddings are the targets (default: base_model)
-    )
-    teacher_cache: str | None = (
-        None  # mse: where teacher embeddings are kept (default ~/.cache/biencoder/teacher)
-    )
+    teacher_model: str | None = None  # mse: whose embeddings are the targets (default: base_model)
+    teacher_cache: str | None = None  # mse: where they are kept (default ~/.cache/biencoder/teacher)
     scale: float = 20.0
     similarity: str = "cosine"
     mini_batch_size: int = 32  # cached_mnrl only

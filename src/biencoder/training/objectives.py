@@ -1,8 +1,8 @@
 """What each dataset trains with: its loss and, for the losses that need them, its labels.
 
 A run's datasets each get the loss ``TrainConfig.loss_of(name)`` names (sentence-transformers'
-``loss={"name": ...}``). One module is built per distinct loss, so a guide or a teacher is loaded
-once. Labels are a tensor per dataset, indexed by the batch's rows:
+``loss={"name": ...}``). One module is built per distinct loss, so a guide is loaded once.
+Labels are a tensor per dataset, indexed by the batch's rows:
 
 - CoSENTLoss: the rows' scores (a ``score`` column, or STSb's gold score);
 - MSELoss: the teacher's embeddings of every text, [rows, columns, dim] (``biencoder.training.teacher``).
