@@ -15,11 +15,9 @@ query: wins / ties / losses and the paired randomisation p-value. Embeddings are
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BIENCODER_DATA", ROOT.parent / "shared" / "data"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from biencoder.data.beir import BeirDataset, load_beir  # noqa: E402
 from biencoder.evaluation.metrics import ndcg_at_k, spearman  # noqa: E402
 from biencoder.evaluation.paired import compare  # noqa: E402
 from biencoder.evaluation.sts import load_sts  # noqa: E402
 from biencoder.evaluation.testbed import load_testbed  # noqa: E402
-
-
-def embed(encoder: Any, texts: list[str], cache: Path, tag: str) -> np.ndarray:
-    digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:16]
-    path = cache / f"{tag}-{digest}.npy"
-    if path.exists():
-        return np.load(path)
-    start = time.perf_counter()
-    x = encoder.encode(texts, batch_size=64, show_progress=False)
-    print(f"  {tag}: encoded {len(texts)} texts in {time.perf_counter() - start:.0f} s", flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, x)
-    return x
+from hybrid_decision import embed  # noqa: E402  (the embedding cache the test bed shares)
 
 
 def per_query_ndcg(encoder: Any, data: BeirDataset, cache: Path, tag: str) -> dict[str, float]:

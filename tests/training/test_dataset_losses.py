@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from biencoder.encoder import SentenceEncoder
 from biencoder.training import TrainConfig, train
 from tests.tiny import WORDS
+from tests.training.helpers import without_dropout
 
 
 def _texts(n: int, k: int, tag: str = "") -> list[str]:
@@ -24,14 +24,6 @@ def _texts(n: int, k: int, tag: str = "") -> list[str]:
         " ".join(WORDS[(i * 7 + j * k) % len(WORDS)] for j in range(1 + i % 5)) + f" {i}{tag}"
         for i in range(n)
     ]
-
-
-def _no_dropout(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    config = json.loads((dst / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (dst / "config.json").write_text(json.dumps(config))
-    return dst
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -64,7 +56,7 @@ def test_a_loss_per_dataset_equals_sentence_transformers_trainer(
     from datasets import Dataset, DatasetDict
     from sentence_transformers.sentence_transformer import losses
 
-    model_dir = _no_dropout(tiny_model_dir, tmp_path / "tiny")
+    model_dir = without_dropout(tiny_model_dir, tmp_path / "tiny")
     files = [_write(tmp_path / f"{name}.jsonl", rows) for name, rows in three_sets.items()]
     config = TrainConfig(
         data=tuple(str(f) for f in files),
