@@ -2,7 +2,8 @@
 
 For each model: SciFact test nDCG@10 (dense, per query kept), TREC DL19-mini nDCG@10 (all 43
 queries), STSb test Spearman, and two general tasks of the test bed that no lever trains on
-(WikiQA test, SNLI test, both as retrieval: biencoder.evaluation.testbed's report splits). Then
+(WikiQA test, SNLI test, Quora and MRPC duplicates, all as retrieval: the report splits of
+biencoder.evaluation.testbed; a lever that trains on one of them leaves the others). Then
 each model against a reference model (``--against``, default the first) on SciFact test, per
 query: wins / ties / losses and the paired randomisation p-value. Embeddings are cached in
 --cache by model and texts, so a model already measured costs nothing.
@@ -36,6 +37,9 @@ from biencoder.evaluation.sts import load_sts  # noqa: E402
 from biencoder.evaluation.testbed import load_testbed  # noqa: E402
 from hybrid_decision import embed  # noqa: E402  (the embedding cache the test bed shares)
 
+GENERAL = ("wikiqa", "snli", "quora", "mrpc")  # test-bed tasks, report splits
+COLUMNS = ("scifact", "trec-dl19", "stsb", *GENERAL)
+
 
 def per_query_ndcg(encoder: Any, data: BeirDataset, cache: Path, tag: str) -> dict[str, float]:
     doc_ids, docs = list(data.corpus), list(data.corpus.values())
@@ -64,12 +68,12 @@ def measure(model: str, cache: Path) -> dict[str, Any]:
         "scifact": float(np.mean(list(scifact.values()))),
         "trec-dl19": float(np.mean(list(dl19.values()))),
         "stsb": spearman(np.sum(a * b, axis=1), np.asarray(sts.scores)),
-        "per_query": {"scifact": scifact},
+        "per_query": {"scifact": scifact, "trec-dl19": dl19},
     }
-    for task in ("wikiqa", "snli"):
-        out[task] = float(
-            np.mean(list(per_query_ndcg(encoder, load_testbed(task, "report", DATA), cache, tag).values()))
-        )
+    for task in GENERAL:
+        scores = per_query_ndcg(encoder, load_testbed(task, "report", DATA), cache, tag)
+        out[task] = float(np.mean(list(scores.values())))
+        out["per_query"][task] = scores
     return out
 
 
@@ -87,19 +91,22 @@ def main() -> int:
         return 2
     results: dict[str, Any] = json.loads(args.output.read_text()) if args.output.exists() else {}
     for model in args.model:
-        results[model] = measure(model, args.cache)
-        args.output.write_text(json.dumps(results))
+        if model not in results or set(COLUMNS) - set(results[model]):
+            results[model] = measure(model, args.cache)
+            partial = args.output.with_suffix(".tmp")
+            partial.write_text(json.dumps(results))
+            partial.replace(args.output)
     against = args.against or args.model[0]
-    head = "| model | SciFact test | DL19-mini | STSb test | WikiQA test | SNLI test |"
+    head = "| model | SciFact test | DL19-mini | STSb test | WikiQA test | SNLI test | Quora | MRPC |"
     print(f"{head} vs {against} on SciFact |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("|---|" + "---:|" * len(COLUMNS) + "---|")
     for model in args.model:
         r = results[model]
         paired = ""
         if model != against:
             c = compare(results[against]["per_query"]["scifact"], r["per_query"]["scifact"])
             paired = f"{c.mean_b - c.mean_a:+.4f}, {c.wins}/{c.ties}/{c.losses}, p {c.p_value:.3f}"
-        cells = " | ".join(f"{r[k]:.4f}" for k in ("scifact", "trec-dl19", "stsb", "wikiqa", "snli"))
+        cells = " | ".join(f"{r[k]:.4f}" for k in COLUMNS)
         print(f"| {model} | {cells} | {paired} |")
     return 0
 

@@ -183,6 +183,38 @@ def test_settings_are_parsed_and_bad_ones_named() -> None:
         parse_setting("x:seed=3")
     with pytest.raises(ValueError, match="name must be"):
         parse_setting("a b:epochs=1")
+    rehearse = parse_setting('q:extra_data=a/quora.jsonl,extra_data=b.csv,dataset_losses={"quora":"mse"}')
+    assert rehearse == Setting(
+        name="q", train={"dataset_losses": {"quora": "mse"}}, extra_data=("a/quora.jsonl", "b.csv")
+    )
+    # extra data is part of what a fine-tune is: it is not shared with the plain setting
+    assert rehearse.training_key() != Setting(name="p", train=rehearse.train).training_key()
+    assert Setting(name="c").to_dict() == {  # a setting recorded before extra_data existed resumes
+        "name": "c",
+        "train": {},
+        "eval_max_seq_length": None,
+        "merge_alpha": None,
+    }
+    with pytest.raises(ValueError, match="extra_data must be a tuple"):
+        Setting(name="x", extra_data="quora.jsonl")  # type: ignore[arg-type]
+
+
+def test_extra_data_trains_beside_each_fold(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import biencoder.training
+
+    seen: list[tuple[str, ...]] = []
+
+    def fake_train(config: Any, show_progress: bool | None = None) -> None:
+        seen.append(config.data)
+        assert config.dataset_losses == {"general": "mse"}
+
+    monkeypatch.setattr(biencoder.training, "train", fake_train)
+    setting = Setting(name="r", train={"dataset_losses": {"general": "mse"}}, extra_data=("general.jsonl",))
+    fold = tmp_path / "fold-0"
+    crossval._train_fold(setting, fold, tmp_path / "m", CrossValidation(), "base", "cpu", False)
+    assert seen == [(str(fold), "general.jsonl")]
 
 
 def test_cv_command_names_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

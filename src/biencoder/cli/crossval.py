@@ -4,13 +4,15 @@ train queries (``biencoder.training.crossval``).
 Each ``--setting`` is the model card's recipe with some training fields changed, written
 ``NAME[:field=value,...]`` (``TrainConfig``'s field names; ``eval_max_seq_length`` sets the
 document length read at evaluation, ``merge_alpha`` merges each fold's fine-tune with the base
-before it is evaluated). With ``--general-dev`` (an STS file outside the domain, such as STSb's
-dev split) every fold model is also scored there, so that a gain in the domain is not bought
-with a loss outside it. For example
+before it is evaluated, ``extra_data=PATH`` (repeatable) trains a source beside each fold's pairs,
+round-robin, and ``dataset_losses={"NAME":"LOSS"}`` gives one of them its own loss). With
+``--general-dev`` (an STS file outside the domain, such as STSb's dev split) every fold model is
+also scored there, so that a gain in the domain is not bought with a loss outside it. For example
 
     biencoder cv --data ../shared/data/scifact --folds 3 --extra-docs 2000 \\
         --setting card --setting card-eval512:eval_max_seq_length=512 \\
-        --setting len512:max_seq_length=512
+        --setting len512:max_seq_length=512 \\
+        --setting quora-mse:extra_data=quora.jsonl,dataset_losses={"quora":"mse"}
 
 prints each setting's held-out nDCG@10 over every train query and its paired test against the
 first setting, and writes them (with every query's score) to ``OUTPUT/cv.json``. A run that was
@@ -66,10 +68,14 @@ def parse_setting(text: str) -> Any:
 
     name, _, rest = text.partition(":")
     fields: dict[str, Any] = {}
+    extra: list[str] = []
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--setting {text!r}: expected field=value, got {item!r}")
+        if key.strip() == "extra_data":
+            extra.append(raw.strip())
+            continue
         try:
             fields[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -86,6 +92,7 @@ def parse_setting(text: str) -> Any:
         train=fields,
         eval_max_seq_length=eval_length,
         merge_alpha=None if alpha is None else float(alpha),
+        extra_data=tuple(extra),
     )
 
 

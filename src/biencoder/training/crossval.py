@@ -44,12 +44,16 @@ ST_CONFIG = "sentence_bert_config.json"
 class Setting:
     """The card's recipe with ``train`` fields changed (``TrainConfig`` names); at evaluation,
     documents read at ``eval_max_seq_length`` tokens (None: as trained) and the fine-tune merged
-    with the base as ``merge_alpha * tuned + (1 - merge_alpha) * base`` (WiSE-FT; None: not merged)."""
+    with the base as ``merge_alpha * tuned + (1 - merge_alpha) * base`` (WiSE-FT; None: not merged).
+    ``extra_data``: training sources beside each fold's pairs (general pairs for rehearsal, a corpus's
+    own title/text pairs), round-robin as in ``biencoder train``; ``train["dataset_losses"]`` can
+    give them their own losses by name. They are never scored: the held-out queries are the fold's."""
 
     name: str
     train: Mapping[str, Any] = field(default_factory=dict)
     eval_max_seq_length: int | None = None
     merge_alpha: float | None = None
+    extra_data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -66,10 +70,15 @@ class Setting:
             )
         if self.merge_alpha is not None and not 0.0 <= self.merge_alpha <= 1.0:
             raise ValueError(f"setting {self.name}: merge_alpha must be in [0, 1], got {self.merge_alpha}")
+        if isinstance(self.extra_data, str) or not all(isinstance(p, str) and p for p in self.extra_data):
+            raise ValueError(
+                f"setting {self.name}: extra_data must be a tuple of paths, got {self.extra_data!r}"
+            )
 
     def training_key(self) -> str:
         """Settings with the same key share their fine-tunes."""
-        return json.dumps(dict(self.train), sort_keys=True, default=str)
+        key = {**self.train, **({"+data": list(self.extra_data)} if self.extra_data else {})}
+        return json.dumps(key, sort_keys=True, default=str)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +86,8 @@ class Setting:
             "train": dict(self.train),
             "eval_max_seq_length": self.eval_max_seq_length,
             "merge_alpha": self.merge_alpha,
+            # only when given, so that a run recorded before extra_data existed still resumes
+            **({"extra_data": list(self.extra_data)} if self.extra_data else {}),
         }
 
 
@@ -299,7 +310,7 @@ def _train_fold(
         "save_steps": 10**9,  # a fold's model is used once: no checkpoints but the last
         "save_total_limit": 1,
         **setting.train,
-        "data": (str(fold),),
+        "data": (str(fold), *setting.extra_data),
         "output_dir": str(model_dir),
         "base_model": base_model,
         "seed": cv.seed,
