@@ -46,10 +46,25 @@ def three_sets(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+class _Weighted(torch.nn.Module):
+    """A sentence-transformers user's weighted loss: the loss module's value times a factor."""
+
+    def __init__(self, loss: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss, self.weight, self.model = loss, weight, loss.model
+
+    def forward(self, features: Any, labels: Any) -> torch.Tensor:
+        return self.weight * self.loss(features, labels)
+
+
 @pytest.mark.slow
 @pytest.mark.reference
+@pytest.mark.parametrize("weights", [{}, {"general": 300.0, "scored": 0.5}], ids=["unweighted", "weighted"])
 def test_a_loss_per_dataset_equals_sentence_transformers_trainer(
-    tiny_model_dir: Path, tmp_path: Path, three_sets: dict[str, list[dict[str, Any]]]
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    three_sets: dict[str, list[dict[str, Any]]],
+    weights: dict[str, float],
 ) -> None:
     pytest.importorskip("accelerate")
     st = pytest.importorskip("sentence_transformers")
@@ -63,6 +78,7 @@ def test_a_loss_per_dataset_equals_sentence_transformers_trainer(
         output_dir=str(tmp_path / "ours"),
         base_model=str(model_dir),
         dataset_losses={"scored": "cosent", "general": "mse"},
+        dataset_weights=weights,
         teacher_cache=str(tmp_path / "teacher"),
         batch_size=8,
         max_steps=6,  # two rounds of the three datasets
@@ -106,9 +122,12 @@ def test_a_loss_per_dataset_equals_sentence_transformers_trainer(
         args=args,
         train_dataset=train_sets,
         loss={
-            "pairs": losses.MultipleNegativesRankingLoss(model),
-            "scored": losses.CoSENTLoss(model),
-            "general": losses.MSELoss(model),
+            name: _Weighted(loss, weights[name]) if name in weights else loss
+            for name, loss in (
+                ("pairs", losses.MultipleNegativesRankingLoss(model)),
+                ("scored", losses.CoSENTLoss(model)),
+                ("general", losses.MSELoss(model)),
+            )
         },
     ).train()
 
@@ -125,6 +144,7 @@ def test_a_loss_per_dataset_equals_sentence_transformers_trainer(
     for loss in ("MultipleNegativesRankingLoss", "CoSENTLoss", "MSELoss"):
         assert f"- loss:{loss}" in card and f"<code>{loss}</code>" in card
     assert "scored_loss" in card and "reimers-2020-multilingual-sentence-bert" in card
+    assert ('"weight": 300.0' in card) == bool(weights)  # a weight is shown beside its dataset
 
 
 def test_teacher_embeddings_are_cached_and_reused(
@@ -180,3 +200,19 @@ def test_bad_dataset_losses_are_named(tiny_model_dir: Path, tmp_path: Path) -> N
         train(config(dataset_losses={"pairs": "cosent"}), show_progress=False)
     with pytest.raises(ValueError, match="needs a guide_model"):
         config(dataset_losses={"pairs": "gist"})
+    for bad in (0, -1.0, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="dataset_weights must map dataset names to positive"):
+            config(dataset_weights={"pairs": bad})
+    with pytest.raises(ValueError, match=r"dataset_weights names \['quora'\], which are not datasets"):
+        train(config(dataset_weights={"quora": 2.0}), show_progress=False)
+
+
+def test_data_weight_flags_are_parsed_and_bad_ones_named() -> None:
+    from biencoder.cli.train import parse_dataset_weights
+
+    assert parse_dataset_weights(["quora=2000", "sts-train=0.5"]) == {"quora": 2000.0, "sts-train": 0.5}
+    for bad in ("quora", "quora=", "quora=x", "quora=0", "quora=-3", "=2"):
+        with pytest.raises(ValueError, match="expected DATASET=WEIGHT"):
+            parse_dataset_weights([bad])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_dataset_weights(["a=1", "a=2"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ def register(sub: Any) -> None:
         metavar="DATASET=LOSS",
         help="one dataset's own loss, by its name (the file's stem or the folder's name), e.g. "
         "sts-train=cosent or quora=mse; the other datasets take --loss (repeatable)",
+    )
+    p.add_argument(
+        "--data-weight",
+        action="append",
+        metavar="DATASET=WEIGHT",
+        help="multiply one dataset's loss, by its name, e.g. quora=2000 (default 1; repeatable)",
     )
     p.add_argument("--teacher", dest="teacher_model", help="mse: the teacher model (default: --base-model)")
     p.add_argument(
@@ -162,6 +169,25 @@ def parse_dataset_losses(values: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_dataset_weights(values: list[str]) -> dict[str, float]:
+    """``["quora=2000", ...]`` -> ``{"quora": 2000.0, ...}``."""
+    out: dict[str, float] = {}
+    for value in values:
+        name, sep, raw = value.rpartition("=")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = math.nan
+        if not sep or not name or not 0 < weight < math.inf:
+            raise ValueError(
+                f"--data-weight {value!r}: expected DATASET=WEIGHT, a positive number, e.g. quora=2000"
+            )
+        if name in out:
+            raise ValueError(f"--data-weight: dataset {name!r} is given twice")
+        out[name] = weight
+    return out
+
+
 def build_config(args: argparse.Namespace) -> Any:
     from biencoder.training import TrainConfig
 
@@ -170,6 +196,8 @@ def build_config(args: argparse.Namespace) -> Any:
         overrides["data"] = tuple(args.data)
     if args.data_loss:
         overrides["dataset_losses"] = parse_dataset_losses(args.data_loss)
+    if args.data_weight:
+        overrides["dataset_weights"] = parse_dataset_weights(args.data_weight)
     if args.config:
         return TrainConfig.from_toml(args.config, **overrides)
     missing = [flag for flag, key in (("--data", "data"), ("--output", "output_dir")) if key not in overrides]

@@ -12,6 +12,7 @@ base model on general text (self-distillation), CoSENTLoss on scored pairs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,10 @@ class TrainConfig:
     loss: str = "mnrl"
     dataset_losses: dict[str, str] = field(
         default_factory=dict, metadata={"help": "dataset name -> its loss; the others take `loss`"}
+    )
+    dataset_weights: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"help": "dataset name -> the weight of its loss (default 1, as sentence-transformers)"},
     )
     teacher_model: str | None = None  # mse: whose embeddings are the targets (default: base_model)
     teacher_cache: str | None = None  # mse: where they are kept (default ~/.cache/biencoder/teacher)
@@ -129,6 +134,14 @@ class TrainConfig:
         for name, loss in self.dataset_losses.items():
             if loss not in LOSSES:
                 raise ValueError(f"dataset_losses[{name!r}] must be one of {LOSSES}, got {loss!r}")
+        if not isinstance(self.dataset_weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf
+            for k, v in self.dataset_weights.items()
+        ):
+            raise ValueError(
+                "dataset_weights must map dataset names to positive finite numbers, "
+                f"got {self.dataset_weights!r}"
+            )
         if ("gist" in self.losses_used) != (self.guide_model is not None):
             raise ValueError("loss 'gist' needs a guide_model (--guide), and a guide_model needs loss 'gist'")
         if not self.gist_temperature > 0:
@@ -156,6 +169,10 @@ class TrainConfig:
         """The loss that trains the dataset named ``dataset``."""
         return self.dataset_losses.get(dataset, self.loss)
 
+    def weight_of(self, dataset: str) -> float:
+        """The factor on the loss of the dataset named ``dataset`` (1: its loss as it is)."""
+        return float(self.dataset_weights.get(dataset, 1.0))
+
     @property
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.output_dir) / "checkpoints"
@@ -164,6 +181,7 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["data"] = list(self.data)
         out["dataset_losses"] = dict(self.dataset_losses)
+        out["dataset_weights"] = dict(self.dataset_weights)
         return out
 
     @classmethod
@@ -189,8 +207,9 @@ class TrainConfig:
         if isinstance(values.get("train"), dict):
             values = values["train"]
         given = {k: v for k, v in overrides.items() if v is not None}
-        if isinstance(values.get("dataset_losses"), dict) and "dataset_losses" in given:
-            given["dataset_losses"] = {**values["dataset_losses"], **given["dataset_losses"]}
+        for table in ("dataset_losses", "dataset_weights"):  # flags add to the file's table
+            if isinstance(values.get(table), dict) and table in given:
+                given[table] = {**values[table], **given[table]}
         values.update(given)
         return cls.from_dict(values, str(path))
 

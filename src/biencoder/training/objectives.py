@@ -6,6 +6,11 @@ Labels are a tensor per dataset, indexed by the batch's rows:
 
 - CoSENTLoss: the rows' scores (a ``score`` column, or STSb's gold score);
 - MSELoss: the teacher's embeddings of every text, [rows, columns, dim] (``biencoder.training.teacher``).
+
+A dataset's weight multiplies its loss, as a sentence-transformers user would by wrapping the loss
+module. MSELoss needs one: on unit vectors its mean over 384 dimensions is tiny, and its
+gradients are about 1/2000 of MNRL's (``benchmarks/loss_scale.py``), so at weight 1 it hardly
+moves the model.
 """
 
 from __future__ import annotations
@@ -37,11 +42,18 @@ IN_BATCH = ("mnrl", "cached_mnrl", "gist")  # losses whose negatives are the bat
 
 @dataclass(frozen=True)
 class Objective:
-    """One dataset's loss (``name``: the config's short name) and its labels (None: none needed)."""
+    """One dataset's loss (``name``: the config's short name), its labels (None: none needed) and
+    the weight its loss is multiplied by (``TrainConfig.dataset_weights``)."""
 
     name: str
     loss: Any  # an nn.Module with forward_backward, card_name and config_dict
     labels: Tensor | None = None
+    weight: float = 1.0
+
+    def card_params(self) -> dict[str, Any]:
+        """The loss's settings for the model card, with the weight when it is not 1."""
+        params = dict(self.loss.config_dict())
+        return params if self.weight == 1.0 else {**params, "weight": self.weight}
 
     def rows(self, rows: Sequence[int], device: torch.device) -> Tensor | None:
         """The labels of a batch's rows, on ``device``."""
@@ -68,18 +80,24 @@ def load_guide(config: TrainConfig, encoder: SentenceEncoder) -> SentenceEncoder
 
 
 def check_dataset_losses(config: TrainConfig, datasets: Sequence[PairDataset]) -> None:
-    """Every name in ``dataset_losses`` must name one dataset, and a named dataset must be unique."""
+    """Every name in ``dataset_losses`` and ``dataset_weights`` must name one dataset, and a named
+    dataset must be unique."""
     names = [d.name for d in datasets]
-    unknown = sorted(set(config.dataset_losses) - set(names))
-    if unknown:
-        raise ValueError(
-            f"dataset_losses names {unknown}, which are not datasets of this run; the datasets: {names}"
-        )
-    repeated = sorted({n for n in config.dataset_losses if names.count(n) > 1})
-    if repeated:
-        raise ValueError(
-            f"dataset_losses: several datasets are named {repeated}; give their files distinct names"
-        )
+    tables: dict[str, dict[str, Any]] = {
+        "dataset_losses": config.dataset_losses,
+        "dataset_weights": config.dataset_weights,
+    }
+    for table, named in tables.items():
+        unknown = sorted(set(named) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{table} names {unknown}, which are not datasets of this run; the datasets: {names}"
+            )
+        repeated = sorted({n for n in named if names.count(n) > 1})
+        if repeated:
+            raise ValueError(
+                f"{table}: several datasets are named {repeated}; give their files distinct names"
+            )
     for data in datasets:
         loss = config.loss_of(data.name)
         if loss == "cosent" and (data.scores is None or data.num_columns != 2):
@@ -139,6 +157,7 @@ def build_objectives(
                 show_progress=show_progress,
             )
             labels = torch.from_numpy(vectors)
-        logger.info("%s: %s", data.name, modules[name].card_name)
-        out.append(Objective(name, modules[name], labels))
+        weight = config.weight_of(data.name)
+        logger.info("%s: %s%s", data.name, modules[name].card_name, "" if weight == 1 else f" x {weight:g}")
+        out.append(Objective(name, modules[name], labels, weight))
     return out

@@ -130,12 +130,12 @@ def write_output(
                 [token_stats(c.lengths) for c in t.columns],
                 [d.row(i) for i in range(min(3, len(d)))],
                 o.loss.card_name,
-                o.loss.config_dict(),
+                o.card_params(),
             )
             for d, t, o in zip(datasets, tokenized, objectives, strict=True)
         ],
         loss_name=objectives[0].loss.card_name,
-        loss_params=objectives[0].loss.config_dict(),
+        loss_params=objectives[0].card_params(),
         hyperparameters=hyperparameters(config, world_size),
         log_rows=merged_log(state),
         widget=widget(datasets[0]),

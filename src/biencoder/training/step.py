@@ -106,6 +106,11 @@ class Step:
             else:
                 loss = objective.loss.forward_backward(features)
         dist.average_gradients(self.params, self.world.world_size)
+        if objective.weight != 1.0:  # the step's gradients are this batch's alone: scaling them weights it
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad.mul_(objective.weight)
+            loss = loss * objective.weight
         torch.nn.utils.clip_grad_norm_(self.params, c.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
