@@ -279,3 +279,27 @@ def test_the_fusion_decision_uses_the_stores_own_rankers(
     if backend == "pgvector":
         store.close()  # type: ignore[attr-defined]
         reopened.close()  # type: ignore[attr-defined]
+
+
+def test_a_large_batch_of_full_text_queries_spread_over_connections_equals_one_connection(
+    scifact: Any, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from biencoder.stores import pgvector
+
+    store = _build("pgvector", tmp_path / "batch", scifact, _dsn("pgvector", request))
+    try:
+        texts = [f"{q} {w}" for q in scifact["queries"] for w in ("", "cell", "protein", "risk")]  # 40
+        monkeypatch.setattr(pgvector, "LEXICAL_BATCH_PER_WORKER", 10**9)
+        serial = store.search(texts, 20, mode="lexical")
+        monkeypatch.setattr(pgvector, "LEXICAL_BATCH_PER_WORKER", 8)
+        monkeypatch.setattr(pgvector.os, "cpu_count", lambda: 3)  # 3 connections, interleaved chunks
+        opened: list[str] = []
+        real_connect = pgvector.connect
+        monkeypatch.setattr(pgvector, "connect", lambda dsn: opened.append(dsn) or real_connect(dsn))
+        spread = store.search(texts, 20, mode="lexical")
+        assert len(opened) == 3
+        assert spread.ids == serial.ids and len(set(map(tuple, serial.ids))) > 10
+        np.testing.assert_array_equal(np.asarray(spread.scores), np.asarray(serial.scores))
+    finally:
+        store.drop()
+        store.close()
