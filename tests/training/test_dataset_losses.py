@@ -211,8 +211,19 @@ def test_data_weight_flags_are_parsed_and_bad_ones_named() -> None:
     from biencoder.cli.train import parse_dataset_weights
 
     assert parse_dataset_weights(["quora=2000", "sts-train=0.5"]) == {"quora": 2000.0, "sts-train": 0.5}
-    for bad in ("quora", "quora=", "quora=x", "quora=0", "quora=-3", "=2"):
+    for bad in ("quora", "quora=", "quora=x", "quora=0", "quora=-3", "quora=inf", "quora=nan", "=2"):
         with pytest.raises(ValueError, match="expected DATASET=WEIGHT"):
             parse_dataset_weights([bad])
     with pytest.raises(ValueError, match="given twice"):
         parse_dataset_weights(["a=1", "a=2"])
+
+
+def test_data_loss_flags_are_parsed_and_bad_ones_named() -> None:
+    from biencoder.cli.train import parse_dataset_losses
+
+    assert parse_dataset_losses(["quora=mse", "a=b=cosent"]) == {"quora": "mse", "a=b": "cosent"}
+    for bad in ("quora", "quora=", "=mse"):
+        with pytest.raises(ValueError, match=r"--data-loss .*expected DATASET=LOSS"):
+            parse_dataset_losses([bad])
+    with pytest.raises(ValueError, match="--data-loss: dataset 'a' is given twice"):
+        parse_dataset_losses(["a=mse", "a=cosent"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -156,36 +157,43 @@ _FIELDS = (
 )
 
 
+T = TypeVar("T")
+
+
+def _named_values(
+    values: list[str], flag: str, convert: Callable[[str], T | None], expected: str
+) -> dict[str, T]:
+    """``NAME=VALUE`` pairs, each name given once; ``convert`` returns None for a bad value."""
+    out: dict[str, T] = {}
+    for value in values:
+        name, sep, raw = value.rpartition("=")
+        converted = convert(raw) if sep and name and raw else None
+        if converted is None:
+            raise ValueError(f"{flag} {value!r}: expected {expected}")
+        if name in out:
+            raise ValueError(f"{flag}: dataset {name!r} is given twice")
+        out[name] = converted
+    return out
+
+
+def _positive(raw: str) -> float | None:
+    try:
+        weight = float(raw)
+    except ValueError:
+        return None
+    return weight if 0 < weight < math.inf else None
+
+
 def parse_dataset_losses(values: list[str]) -> dict[str, str]:
     """``["sts-train=cosent", ...]`` -> ``{"sts-train": "cosent", ...}``."""
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, loss = value.rpartition("=")
-        if not sep or not name or not loss:
-            raise ValueError(f"--data-loss {value!r}: expected DATASET=LOSS, e.g. sts-train=cosent")
-        if name in out:
-            raise ValueError(f"--data-loss: dataset {name!r} is given twice")
-        out[name] = loss
-    return out
+    return _named_values(values, "--data-loss", lambda raw: raw, "DATASET=LOSS, e.g. sts-train=cosent")
 
 
 def parse_dataset_weights(values: list[str]) -> dict[str, float]:
     """``["quora=2000", ...]`` -> ``{"quora": 2000.0, ...}``."""
-    out: dict[str, float] = {}
-    for value in values:
-        name, sep, raw = value.rpartition("=")
-        try:
-            weight = float(raw)
-        except ValueError:
-            weight = math.nan
-        if not sep or not name or not 0 < weight < math.inf:
-            raise ValueError(
-                f"--data-weight {value!r}: expected DATASET=WEIGHT, a positive number, e.g. quora=2000"
-            )
-        if name in out:
-            raise ValueError(f"--data-weight: dataset {name!r} is given twice")
-        out[name] = weight
-    return out
+    return _named_values(
+        values, "--data-weight", _positive, "DATASET=WEIGHT, a positive number, e.g. quora=2000"
+    )
 
 
 def build_config(args: argparse.Namespace) -> Any:
