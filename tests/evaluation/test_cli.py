@@ -141,12 +141,11 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     for name in ("card recipe", "improved recipe"):  # BM25 needs no model: computed once, with the base
         assert set(report["results"][name]) == {"scifact", "trec-dl19", "stsb"} | hybrid
     fusion = report["fusion"]
-    assert fusion["scifact"]["normalization"] == "minmax" and fusion["scifact"]["adaptive"] is False
-    assert (
-        fusion["scifact"]["alpha"] in [i / 10 for i in range(11)]
-        and len(fusion["scifact"]["fold_alphas"]) == 5
-    )
-    assert "SciFact train" in fusion["scifact"]["source"] and "untuned" in fusion["trec-dl19"]["source"]
+    for task in ("scifact", "trec-dl19"):  # each model's hybrid: the label-free decision made for it
+        assert "label-free decision" in fusion[task]["source"]
+        assert list(fusion[task]["choices"]) == ["base", "card recipe", "improved recipe"]
+        for choice in fusion[task]["choices"].values():
+            assert choice["evidence"]["reason"] and choice["evidence"]["probes"] >= 0
     assert report["quick_run"] is True and report["models"]["card recipe"]["train_steps"] == 2
     from biencoder.main_job.settings import IMPROVED
 
@@ -185,17 +184,25 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     saved = sts(SentenceEncoder.load(run / "model", device="cpu"))
     assert np.isclose(saved["spearman"], report["results"]["card recipe"]["stsb"]["spearman"], atol=1e-6)
     assert "| scifact-hybrid | ndcg@10 |" in text and "| scifact-bm25 | ndcg@10 |" in text
-    assert f"alpha {fusion['scifact']['alpha']:g} (dense weight)" in text
-    # The hybrid row is the saved model's hybrid search at the recorded alpha.
+    card_choice = fusion["scifact"]["choices"]["card recipe"]
+    assert f"  - card recipe: convex fusion, alpha {card_choice['alpha']:g} (dense weight)" in text
+    # The hybrid row is the saved model's hybrid search as the decision chose, and the decision
+    # made again from the saved model and the corpus alone is the one recorded.
     from biencoder.loading import load_encoder
-    from biencoder.main_job.hybrid import fusion_settings
+    from biencoder.main_job.hybrid import decide_fusion, fusion_settings
+    from biencoder.memo import MemoEncoder
 
     scifact_task = build(["scifact"], data_dir, Options(limit=4))[0]
+    saved_onnx = MemoEncoder(load_encoder(run / "model", "onnx", device="cpu"))
     hybrid_now = scifact_task.evaluate_modes(  # type: ignore[attr-defined]
-        load_encoder(run / "model", "onnx", device="cpu"), "hybrid", fusion_settings(fusion["scifact"])
+        saved_onnx, "hybrid", fusion_settings(card_choice)
     )["scifact-hybrid"]
     for metric, value in report["results"]["card recipe"]["scifact-hybrid"].items():
         assert np.isclose(hybrid_now[metric], value, atol=1e-6), metric
+    _, decided = decide_fusion(scifact_task, saved_onnx)  # type: ignore[arg-type]
+    assert {k: v for k, v in decided.items() if k != "evidence"} == {
+        k: v for k, v in card_choice.items() if k != "evidence"
+    }
     # A second run reuses the base model's results.
     assert cli_main(args) == 0  # the default arms: the card's recipe alone
     again = json.loads((run / "report.json").read_text())
@@ -203,7 +210,9 @@ def test_main_job_end_to_end(tiny_model_dir: Path, data_dir: Path, tmp_path: Pat
     assert "| default arms | whole job | minutes |" in (run / "report.md").read_text()
     assert any("(cached)" in k for k in again["seconds"])
     assert again["results"]["base"] == report["results"]["base"]
-    assert again["fusion"] == report["fusion"]
+    for task in ("scifact", "trec-dl19"):  # the base's decision is cached with its results
+        assert again["fusion"][task]["choices"]["base"] == fusion[task]["choices"]["base"]
+        assert list(again["fusion"][task]["choices"]) == ["base", "card recipe"]
 
 
 @pytest.mark.slow

@@ -68,3 +68,24 @@ def test_hybrid_rows_follow_their_task_and_dense_is_returned() -> None:
     merged = merge_hybrid({"scifact": {"ndcg@10": 0.5}, "stsb": {"spearman": 0.8}}, [wrapped])
     assert list(merged) == ["scifact", "scifact-bm25", "scifact-hybrid", "stsb"]
     assert HybridEvaluator(_Fake(), FusionSettings(), lexical=False).modes == ("dense", "hybrid")
+
+
+def test_each_models_decision_is_recorded_and_reported() -> None:
+    from biencoder.main_job.hybrid import fusion_plan, record_choices, with_hybrid
+
+    plan = fusion_plan()
+    (wrapped,) = with_hybrid([_Fake()], plan, lexical=False)  # type: ignore[list-item]
+    assert isinstance(wrapped, HybridEvaluator) and wrapped.fusion is None  # decided per model
+    choice = {
+        **FusionSettings(alpha=0.6, normalization="calibrated", adaptive=True).to_dict(),
+        "evidence": {"reason": "beats dense on the 256 probes"},
+    }
+    record_choices(plan, [wrapped], "base")  # not evaluated yet: nothing to record
+    assert plan["scifact"]["choices"] == {}
+    wrapped.decision = choice
+    record_choices(plan, [wrapped], "card recipe")
+    assert plan["scifact"]["choices"] == {"card recipe": choice} and plan["trec-dl19"]["choices"] == {}
+    assert (
+        "  - card recipe: convex fusion, alpha 0.6 (dense weight), calibrated normalisation, adaptive, "
+        "1000 candidates a side (beats dense on the 256 probes)"
+    ) in _fusion_lines(plan)

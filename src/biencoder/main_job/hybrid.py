@@ -1,75 +1,65 @@
 """The main job's BM25 and hybrid rows beside dense retrieval, scored from the same corpus vectors
-(``evaluate_modes``), and the fusion settings of each hybrid task.
+(``evaluate_modes``), fused as ``biencoder index --lexical`` fuses a folder of that corpus.
 
-SciFact's hybrid weight is the base model's pick by k-fold cross-validation on SciFact *train*
-queries (min-max normalisation); the fine-tuned models saw every train query, so tuning on them
-would overrate the dense side, and they reuse the base model's pick. DL19-mini has no train
-queries: its hybrid row uses search's untuned default.
+Each model's hybrid row on each task takes the label-free fusion decision
+(:mod:`biencoder.index.fusion_choice`: probes cut from the task's documents, no query or judgement
+read), made for that model when it is evaluated. The row is what a user who indexes the corpus
+with the model gets, and no alpha is tuned on queries: not the test queries, and not SciFact's
+train queries, which the fine-tuned models saw.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from biencoder.evaluation.base import Evaluator
-from biencoder.evaluation.fusion_cv import cross_validate, parse_grid
-from biencoder.evaluation.hybrid import RANK_DEPTH, Candidates, FusionSettings, alpha_scores
-from biencoder.evaluation.retrieval import RetrievalEvaluator, subset, top_k
-from biencoder.evaluation.tasks import TaskOptions
-from biencoder.index.fusion import DEFAULT_CANDIDATES, ScoreNormalization
-from biencoder.main_job.settings import FUSION_CV
+from biencoder.evaluation.hybrid import FusionSettings
+from biencoder.evaluation.retrieval import RetrievalEvaluator
+from biencoder.index.fusion import Fusion, ScoreNormalization
+from biencoder.index.lexical import LexicalConfig
+from biencoder.memo import MemoEncoder
 from biencoder.protocol import Encoder
 
 logger = logging.getLogger(__name__)
 
-FusionRecords = dict[str, dict[str, Any]]  # task -> FusionSettings.to_dict() and where it came from
+FusionRecords = dict[str, dict[str, Any]]  # task -> how its hybrid rows fuse, and each model's choice
+HYBRID_TASKS = ("scifact", "trec-dl19")
+DECIDED = (
+    "the label-free decision of `biencoder index --lexical`, made for each model on the task's corpus "
+    "(probes cut from its documents; no query or judgement read)"
+)
 
 
-def fusion_choices(encoder: Encoder, data: Path, limit: int | None, options: TaskOptions) -> FusionRecords:
-    """Each hybrid task's fusion settings and where they come from. SciFact's alpha: the base
-    model's k-fold cross-validated pick on SciFact train queries; the corpus vectors come from
-    ``encoder`` (a MemoEncoder: the test evaluation then reuses them)."""
-    folds, fetch = int(FUSION_CV["folds"]), max(DEFAULT_CANDIDATES, RANK_DEPTH)
-    train = RetrievalEvaluator.from_beir(data / "scifact", "train", name="scifact-train")
-    if limit is not None:  # quick checks: as many train queries as the folds need, a small corpus
-        train = subset(train, train.query_ids[: max(limit, folds)], extra_docs=10 * limit)
-    doc_ids, texts = list(train.corpus), [train.queries[q] for q in train.query_ids]
-    logger.info("choosing SciFact's hybrid alpha on %d train queries (%d-fold CV)", len(texts), folds)
-    show = options.show_progress
-    q_emb = encoder.encode(texts, batch_size=options.batch_size, show_progress=show)
-    d_emb = encoder.encode(list(train.corpus.values()), batch_size=options.batch_size, show_progress=show)
-    tie_rank = np.empty(len(doc_ids), dtype=np.int64)  # equal scores: smaller doc id first, as evaluated
-    tie_rank[np.argsort(np.array(doc_ids, dtype=object), kind="stable")] = np.arange(len(doc_ids))
-    scores, keys = top_k(q_emb, d_emb, fetch, encoder.similarity, tie_rank)
-    candidates = Candidates(
-        ids=doc_ids, dense_keys=keys, dense_scores=scores, lexical=train.bm25().search(texts, fetch)
+def fusion_plan() -> FusionRecords:
+    """Each hybrid task's record, its per-model ``choices`` filled in as the models are evaluated
+    (:func:`record_choices`)."""
+    return {task: {"source": DECIDED, "choices": {}} for task in HYBRID_TASKS}
+
+
+def decide_fusion(evaluator: RetrievalEvaluator, encoder: Encoder) -> tuple[FusionSettings, dict[str, Any]]:
+    """The fusion a folder of ``evaluator``'s corpus gets for ``encoder``
+    (:meth:`biencoder.index.Index.choose_fusion` on an index of its documents, with the
+    evaluator's BM25 settings), and the record of it (the settings and the decision's evidence).
+    ``encoder`` should memoise: the evaluation then reuses the corpus vectors."""
+    from biencoder.index import Index
+
+    doc_ids = list(evaluator.corpus)
+    texts = [evaluator.corpus[d] for d in doc_ids]
+    vectors = encoder.encode(texts, batch_size=evaluator.batch_size, show_progress=evaluator.show_progress)
+    index = Index(encoder=encoder, lexical=evaluator.lexical or LexicalConfig())
+    index.add(doc_ids, vectors, texts=texts)
+    record = index.choose_fusion()
+    fusion = Fusion.parse(record.fusion)
+    settings = FusionSettings(
+        fusion=fusion,
+        alpha=record.alpha if fusion is Fusion.CONVEX else None,
+        normalization=ScoreNormalization.parse(record.normalization),
+        adaptive=record.adaptive,
     )
-    grid = parse_grid(str(FUSION_CV["grid"]))
-    minmax = ScoreNormalization.parse(str(FUSION_CV["normalization"]))
-    per_query = alpha_scores(
-        candidates, [train.qrels[q] for q in train.query_ids], grid, normalization=minmax
-    )
-    cv = cross_validate(per_query, grid, folds=folds, seed=int(FUSION_CV["seed"]))
-    picked = FusionSettings(alpha=cv.alpha, normalization=minmax, candidates=fetch)
-    return {
-        "scifact": {
-            **picked.to_dict(),
-            "source": f"the base model's {folds}-fold cross-validation on {len(texts)} SciFact train "
-            "queries; the fine-tuned models reuse it (they trained on those queries, which would "
-            "overrate the dense side)",
-            "cv_ndcg@10": cv.cv_score,
-            "fold_alphas": [f.alpha for f in cv.folds],
-            "train_ndcg@10_by_alpha": {f"{a:g}": m for a, m in zip(cv.grid, cv.means, strict=True)},
-        },
-        "trec-dl19": {
-            **FusionSettings().to_dict(),
-            "source": "hybrid search's untuned default (DL19-mini has no train queries to tune on)",
-        },
-    }
+    evidence = record.evidence or {}
+    logger.info("%s: hybrid fuses as the decision chose: %s", evaluator.name, evidence.get("reason"))
+    return settings, {**settings.to_dict(), "evidence": evidence}
 
 
 def fusion_settings(record: dict[str, Any]) -> FusionSettings:
@@ -86,12 +76,14 @@ def fusion_settings(record: dict[str, Any]) -> FusionSettings:
 class HybridEvaluator:
     """A retrieval evaluator that returns its dense metrics (training histories read as before)
     and keeps, in ``last``, its hybrid (with ``lexical``, also BM25) results, scored from the
-    same corpus vectors by ``evaluate_modes``."""
+    same corpus vectors by ``evaluate_modes``. ``fusion`` None: each model's hybrid fuses as the
+    label-free decision chooses for it (:func:`decide_fusion`), kept in ``decision``."""
 
-    def __init__(self, inner: Any, fusion: FusionSettings, lexical: bool) -> None:
+    def __init__(self, inner: Any, fusion: FusionSettings | None, lexical: bool) -> None:
         self.inner, self.fusion = inner, fusion
         self.modes = ("dense", "lexical", "hybrid") if lexical else ("dense", "hybrid")
         self.last: dict[str, dict[str, float]] = {}
+        self.decision: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -102,17 +94,31 @@ class HybridEvaluator:
         return str(self.inner.primary_metric)
 
     def __call__(self, encoder: Encoder) -> dict[str, float]:
-        results = self.inner.evaluate_modes(encoder, self.modes, self.fusion)
+        fusion = self.fusion
+        if fusion is None:
+            encoder = MemoEncoder(encoder)  # the corpus is embedded once, for the decision and the rows
+            fusion, self.decision = decide_fusion(self.inner, encoder)
+        results = self.inner.evaluate_modes(encoder, self.modes, fusion)
         self.last = {name: {k: float(v) for k, v in m.items()} for name, m in results.items()}
         return self.last[self.name]
 
 
 def with_hybrid(evaluators: list[Evaluator], fusion: FusionRecords, lexical: bool) -> list[Evaluator]:
-    """``evaluators`` with each hybrid task's wrapped in a HybridEvaluator."""
+    """``evaluators`` with each hybrid task's wrapped in a HybridEvaluator: fused as its record
+    says, or (a record with ``choices``) as the decision chooses for each model."""
     return [
-        HybridEvaluator(e, fusion_settings(fusion[e.name]), lexical) if e.name in fusion else e
+        HybridEvaluator(e, None if "choices" in fusion[e.name] else fusion_settings(fusion[e.name]), lexical)
+        if e.name in fusion
+        else e
         for e in evaluators
     ]
+
+
+def record_choices(fusion: FusionRecords, evaluators: list[Evaluator], model: str) -> None:
+    """Put each hybrid evaluator's last decision in its task's record, under ``model``."""
+    for e in evaluators:
+        if isinstance(e, HybridEvaluator) and e.decision is not None and "choices" in fusion.get(e.name, {}):
+            fusion[e.name]["choices"][model] = e.decision
 
 
 def merge_hybrid(

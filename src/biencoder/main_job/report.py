@@ -156,15 +156,26 @@ def _fusion_lines(fusion: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "",
     ]
     for task, f in fusion.items():
-        how = (
-            f"convex fusion, alpha {f['alpha']:g} (dense weight), {f['normalization']} normalisation"
-            + (", adaptive" if f.get("adaptive") else "")
-            if f["fusion"] == "convex"
-            else f"{f['fusion']} fusion"
-        )
-        cv = f" (cross-validated train nDCG@10 {f['cv_ndcg@10']:.4f})" if "cv_ndcg@10" in f else ""
-        lines.append(f"- {task}: {how}, {f['candidates']} candidates a side; alpha from {f['source']}{cv}")
+        if "choices" not in f:
+            cv = f" (cross-validated train nDCG@10 {f['cv_ndcg@10']:.4f})" if "cv_ndcg@10" in f else ""
+            lines.append(f"- {task}: {_how(f)}; alpha from {f['source']}{cv}")
+            continue
+        lines.append(f"- {task}: fused as {f['source']}:")
+        for model, choice in f["choices"].items():
+            reason = (choice.get("evidence") or {}).get("reason")
+            lines.append(f"  - {model}: {_how(choice)}" + (f" ({reason})" if reason else ""))
     return [*lines, ""]
+
+
+def _how(f: Mapping[str, Any]) -> str:
+    """A fusion record's settings in words."""
+    if f["fusion"] != "convex":
+        return f"{f['fusion']} fusion, {f['candidates']} candidates a side"
+    return (
+        f"convex fusion, alpha {f['alpha']:g} (dense weight), {f['normalization']} normalisation"
+        + (", adaptive" if f.get("adaptive") else "")
+        + f", {f['candidates']} candidates a side"
+    )
 
 
 def _with_bm25_everywhere(results: Mapping[str, Any], fusion: Mapping[str, Any]) -> dict[str, Any]:

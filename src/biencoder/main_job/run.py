@@ -3,7 +3,7 @@ improved recipe, each evaluated by the same evaluators, then the report.
 
 1. The base model on SciFact test, TREC DL19 (mini) and STSb test, cached under
    ``output/cache`` (keyed by the model's and the data's contents and the settings), with BM25 and
-   hybrid rows and SciFact's cross-validated hybrid alpha (``hybrid``).
+   hybrid rows, each model's fused as the label-free decision chooses for it (``hybrid``).
 2. The card arm: SciFact's train pairs with the model card's recipe into ``output/model``,
    evaluated by the trainer at the end of training (so its card carries the results).
 3. The improved arm (``--arms card,improved``): the card's recipe with the best setting of
@@ -28,9 +28,9 @@ from biencoder.evaluation.report import read_json, write_json
 from biencoder.evaluation.suite import TaskResults, cached_results, evaluate_all, fingerprint
 from biencoder.evaluation.tasks import TASKS, TaskOptions, build_tasks
 from biencoder.loading import load_encoder
-from biencoder.main_job.hybrid import FusionRecords, fusion_choices, merge_hybrid, with_hybrid
+from biencoder.main_job.hybrid import FusionRecords, fusion_plan, merge_hybrid, record_choices, with_hybrid
 from biencoder.main_job.report import write_report
-from biencoder.main_job.settings import FUSION_CV, IMPROVED, TASK_NAMES, MainJobSettings, check_data
+from biencoder.main_job.settings import IMPROVED, TASK_NAMES, MainJobSettings, check_data
 from biencoder.memo import MemoEncoder
 from biencoder.protocol import Encoder
 from biencoder.resolve import resolve_model_path
@@ -56,10 +56,12 @@ def run_main_job(settings: MainJobSettings) -> list[Path]:
     if "card" in settings.arms:
         arms["card recipe"] = _card_arm(settings, evaluators, options, seconds, steps)
         per_query["card recipe"] = _ndcg_per_query(scifact)
+        record_choices(fusion, evaluators, "card recipe")
     if "improved" in settings.arms:
         card = arms.get("card recipe")
         arms["improved recipe"] = _improved_arm(settings, evaluators, options, seconds, steps, card)
         per_query["improved recipe"] = _ndcg_per_query(scifact)
+        record_choices(fusion, evaluators, "improved recipe")
 
     logger.info("[%d/%d] writing the report", steps, steps)
     seconds["total"] = time.perf_counter() - started
@@ -85,19 +87,20 @@ def _base_results(
             "limit": settings.limit,
             "version": __version__,
             "backend": settings.eval_backend,
-            "fusion_cv": FUSION_CV,
+            "fusion": "label-free decision per model",
         },
     )
     logger.info("[1/%d] base model %s", steps, settings.model)
     fusion_file = settings.output / "cache" / f"base-fusion-{key}.json"
-    fusion: FusionRecords = {}
+    fusion: FusionRecords = fusion_plan()
 
     def evaluate_base() -> TaskResults:
-        encoder = MemoEncoder(_load(base_path, settings))  # each corpus embedded once: fusion CV, test
-        fusion.update(fusion_choices(encoder, settings.data, settings.limit, options))
-        write_json(fusion_file, fusion)
+        encoder = MemoEncoder(_load(base_path, settings))  # each corpus embedded once
         wrapped = with_hybrid(evaluators, fusion, lexical=True)
-        return merge_hybrid(evaluate_all(encoder, wrapped, "base"), wrapped)
+        results = merge_hybrid(evaluate_all(encoder, wrapped, "base"), wrapped)
+        record_choices(fusion, wrapped, "base")
+        write_json(fusion_file, fusion)
+        return results
 
     t0 = time.perf_counter()
     base, from_cache = cached_results(
@@ -106,7 +109,7 @@ def _base_results(
         use_cache=settings.use_cache and fusion_file.is_file(),
     )
     if from_cache:
-        fusion.update(read_json(fusion_file))
+        fusion = read_json(fusion_file)
     seconds["base evaluation" + (" (cached)" if from_cache else "")] = time.perf_counter() - t0
     return base, fusion
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from biencoder.loading import Backend
 from biencoder.resolve import BASE_MODEL
@@ -13,7 +12,6 @@ from biencoder.training.crossval import Setting
 
 TASK_NAMES = ("scifact", "trec-dl19", "stsb")
 HYBRID_TASKS = ("scifact", "trec-dl19")  # retrieval tasks that also get BM25 and hybrid rows
-FUSION_CV: dict[str, Any] = {"grid": "0,0.1,...,1", "folds": 5, "seed": 42, "normalization": "minmax"}
 ARMS = ("card", "improved")
 # The improved recipe (`--arms card,improved`): the card's with the setting that scored best in
 # `biencoder cv` on SciFact train (3 folds, every train query held out once; docs/training.md):
