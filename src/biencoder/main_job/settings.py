@@ -1,4 +1,4 @@
-"""What the main job runs on (its tasks, the data it needs, how the hybrid alpha is chosen) and
+"""What the main job runs on (its tasks, the data it needs, the improved arm's setting) and
 ``MainJobSettings``, the choices of one run (the defaults are ``biencoder main``'s)."""
 
 from __future__ import annotations
