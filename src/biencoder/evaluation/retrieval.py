@@ -186,9 +186,14 @@ class RetrievalEvaluator:
         )
         return top_k(q_emb, d_emb, fetch, encoder.similarity, tie_rank, self.corpus_chunk_size)
 
+    @property
+    def lexical_config(self) -> LexicalConfig:
+        """The BM25 settings the corpus is searched with (``lexical``, else the defaults)."""
+        return self.lexical if self.lexical is not None else LexicalConfig()
+
     def bm25(self) -> LexicalIndex:
         """The corpus's BM25 index (row n: the n-th document), built on first use and kept."""
-        config = self.lexical if self.lexical is not None else LexicalConfig()
+        config = self.lexical_config
         if config not in self._bm25:
             logger.info("%s: building the BM25 index of %d documents", self.name, len(self.corpus))
             self._bm25[config] = build_lexical(list(self.corpus.values()), config)

@@ -17,7 +17,6 @@ from biencoder.evaluation.base import Evaluator
 from biencoder.evaluation.hybrid import FusionSettings
 from biencoder.evaluation.retrieval import RetrievalEvaluator
 from biencoder.index.fusion import Fusion, ScoreNormalization
-from biencoder.index.lexical import LexicalConfig
 from biencoder.memo import MemoEncoder
 from biencoder.protocol import Encoder
 
@@ -47,7 +46,7 @@ def decide_fusion(evaluator: RetrievalEvaluator, encoder: Encoder) -> tuple[Fusi
     doc_ids = list(evaluator.corpus)
     texts = [evaluator.corpus[d] for d in doc_ids]
     vectors = encoder.encode(texts, batch_size=evaluator.batch_size, show_progress=evaluator.show_progress)
-    index = Index(encoder=encoder, lexical=evaluator.lexical or LexicalConfig())
+    index = Index(encoder=encoder, lexical=evaluator.lexical_config)
     index.add(doc_ids, vectors, texts=texts)
     record = index.choose_fusion()
     fusion = Fusion.parse(record.fusion)
